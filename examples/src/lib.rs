@@ -1,0 +1,1 @@
+//! Runnable examples for lwkt: `cargo run --release -p lwkt-examples --example hello`.

@@ -1,0 +1,181 @@
+//! The thread structure (`struct thread`), owned by its CPU.
+//!
+//! Every field is touched only by the OS thread of the CPU the thread
+//! belongs to (the scheduler context or a thread running on that CPU), so
+//! plain `Cell`s suffice. Pointers to a `Thread` live only in that CPU's run
+//! queue, sleep queue, timer heap and all-threads list; a thread leaves all
+//! of them before its structure is recycled.
+
+use std::cell::{Cell, UnsafeCell};
+use std::ptr::{self, NonNull};
+use std::sync::Arc;
+
+use corosensei::{Coroutine, Yielder};
+
+use super::cpu::Cpu;
+use crate::stack::Stack;
+
+/// The coroutine type of every lwkt thread: resumed with `()`, suspends
+/// with `()`, returns `()`. Why a thread switched out is recorded in its
+/// flags, not passed through the switch.
+pub(crate) type Coro = Coroutine<(), (), (), Stack>;
+/// The handle a thread uses to switch back to its CPU's scheduler.
+pub(crate) type Yld = Yielder<(), ()>;
+
+/// Thread flag bits (`td_flags`). Owned by the thread's CPU.
+///
+/// | bit | name     | meaning                                              |
+/// |-----|----------|------------------------------------------------------|
+/// | 0   | RUNQ     | on its CPU's run queue                               |
+/// | 1   | TSLEEPQ  | registered on a wait channel in a sleep queue        |
+/// | 2   | SLEEPING | switched out in `sleep`, waiting for wakeup/timeout  |
+/// | 3   | SINTR    | the current sleep is interruptible                   |
+/// | 4   | WOKEN    | a wakeup took the interlocked registration before    |
+/// |     |          | the thread reached `sleep`                           |
+/// | 5   | CANCEL   | the runtime is shutting down: the stack is unwinding |
+/// | 6   | RUNNING  | on the CPU right now                                 |
+/// | 7   | EXITED   | finished; kept only until timer entries drain        |
+///
+/// Invariants: RUNQ, SLEEPING and RUNNING are mutually exclusive; SINTR
+/// implies SLEEPING; WOKEN implies !TSLEEPQ.
+pub(crate) mod tdf {
+    pub(crate) const RUNQ: u32 = 1 << 0;
+    pub(crate) const TSLEEPQ: u32 = 1 << 1;
+    pub(crate) const SLEEPING: u32 = 1 << 2;
+    pub(crate) const SINTR: u32 = 1 << 3;
+    pub(crate) const WOKEN: u32 = 1 << 4;
+    pub(crate) const CANCEL: u32 = 1 << 5;
+    pub(crate) const RUNNING: u32 = 1 << 6;
+    pub(crate) const EXITED: u32 = 1 << 7;
+}
+
+/// Why the last sleep ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wake {
+    Wakeup,
+    Timeout,
+    Interrupt,
+}
+
+/// What a thread's CPU needs from its join packet without knowing `T`.
+pub(crate) trait PacketCtl {
+    /// Takes a pending interrupt request, if any.
+    fn take_interrupt(&self) -> bool;
+    /// Marks the thread as cancelled by runtime shutdown.
+    fn cancel(&self);
+}
+
+pub(crate) struct Thread {
+    pub(crate) flags: Cell<u32>,
+    pub(crate) pri: Cell<u8>,
+    pub(crate) id: Cell<u64>,
+    pub(crate) cpu: Cell<*const Cpu>,
+    /// Set at creation, before any reference to it is handed out.
+    pub(crate) name: UnsafeCell<Option<Box<str>>>,
+    /// Run queue links.
+    pub(crate) rq_next: Cell<*mut Thread>,
+    pub(crate) rq_prev: Cell<*mut Thread>,
+    /// Sleep queue links.
+    pub(crate) sq_next: Cell<*mut Thread>,
+    pub(crate) sq_prev: Cell<*mut Thread>,
+    /// All-threads list links (per CPU).
+    pub(crate) all_next: Cell<*mut Thread>,
+    pub(crate) all_prev: Cell<*mut Thread>,
+    /// Wait channel (an address) while TSLEEPQ.
+    pub(crate) wchan: Cell<usize>,
+    /// Wait message shown while sleeping.
+    pub(crate) wmesg: Cell<&'static str>,
+    /// Bumped at every sleep; timer entries carry the value they were armed
+    /// for, so stale ones are recognised.
+    pub(crate) sleep_seq: Cell<u64>,
+    pub(crate) wake: Cell<Wake>,
+    /// Timer heap entries that still point at this structure.
+    pub(crate) timer_refs: Cell<u32>,
+    pub(crate) stack_size: Cell<usize>,
+    /// The thread's coroutine; touched only by the scheduler context.
+    pub(crate) coro: UnsafeCell<Option<Coro>>,
+    /// Valid while the coroutine runs or is suspended.
+    pub(crate) yielder: Cell<*const Yld>,
+    pub(crate) packet: UnsafeCell<Option<Arc<dyn PacketCtl>>>,
+}
+
+impl Thread {
+    pub(crate) fn new() -> Box<Thread> {
+        Box::new(Thread {
+            flags: Cell::new(0),
+            pri: Cell::new(0),
+            id: Cell::new(0),
+            cpu: Cell::new(ptr::null()),
+            name: UnsafeCell::new(None),
+            rq_next: Cell::new(ptr::null_mut()),
+            rq_prev: Cell::new(ptr::null_mut()),
+            sq_next: Cell::new(ptr::null_mut()),
+            sq_prev: Cell::new(ptr::null_mut()),
+            all_next: Cell::new(ptr::null_mut()),
+            all_prev: Cell::new(ptr::null_mut()),
+            wchan: Cell::new(0),
+            wmesg: Cell::new(""),
+            sleep_seq: Cell::new(0),
+            wake: Cell::new(Wake::Wakeup),
+            timer_refs: Cell::new(0),
+            stack_size: Cell::new(0),
+            coro: UnsafeCell::new(None),
+            yielder: Cell::new(ptr::null()),
+            packet: UnsafeCell::new(None),
+        })
+    }
+
+    #[inline]
+    pub(crate) fn has(&self, f: u32) -> bool {
+        self.flags.get() & f != 0
+    }
+
+    #[inline]
+    pub(crate) fn set(&self, f: u32) {
+        self.flags.set(self.flags.get() | f);
+    }
+
+    #[inline]
+    pub(crate) fn clear(&self, f: u32) {
+        self.flags.set(self.flags.get() & !f);
+    }
+
+    pub(crate) fn packet(&self) -> Option<&dyn PacketCtl> {
+        // SAFETY: the packet slot is written only by the owning CPU when
+        // the thread is created or recycled, never while a reference from
+        // this accessor is alive (both happen outside the thread's run).
+        unsafe { (*self.packet.get()).as_deref() }
+    }
+
+    pub(crate) fn name(&self) -> Option<&str> {
+        // SAFETY: the name is written only at creation, before any
+        // reference to it exists (see the field's comment).
+        unsafe { (*self.name.get()).as_deref() }
+    }
+}
+
+/// A pointer to a thread owned by the current CPU.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct TdPtr(pub(crate) NonNull<Thread>);
+
+impl TdPtr {
+    #[inline]
+    pub(crate) fn from_raw(p: *mut Thread) -> Option<TdPtr> {
+        NonNull::new(p).map(TdPtr)
+    }
+
+    #[inline]
+    pub(crate) fn as_ptr(self) -> *mut Thread {
+        self.0.as_ptr()
+    }
+
+    /// The thread behind the pointer.
+    #[inline]
+    pub(crate) fn td<'a>(self) -> &'a Thread {
+        // SAFETY: a TdPtr is only made from a live thread of the current
+        // CPU and stored only in that CPU's queues and lists, which the
+        // thread leaves before its structure is freed (module header); all
+        // access is from that CPU's OS thread and goes through Cells.
+        unsafe { self.0.as_ref() }
+    }
+}

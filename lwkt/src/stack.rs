@@ -1,0 +1,203 @@
+//! Guarded, lazily committed thread stacks.
+//!
+//! Each stack is one anonymous private mapping: a `PROT_NONE` guard page at
+//! the low end (stacks grow down) and the usable region above it, reserved
+//! with `MAP_NORESERVE` so untouched pages cost neither memory nor commit
+//! charge. The kernel splits the mapping in two at the guard, so a stack
+//! costs two entries against `vm.max_map_count`; when that limit is reached
+//! the error says so instead of aborting.
+//!
+//! ```text
+//!   high addresses   +------------------+ <- base (initial stack pointer)
+//!                    |  usable stack    |    RW, committed on first touch
+//!                    |  (grows down)    |
+//!                    +------------------+ <- limit + page
+//!                    |  guard page      |    PROT_NONE: overflow faults here
+//!   low addresses    +------------------+ <- limit (mapping start)
+//! ```
+
+use std::io;
+use std::num::NonZeroUsize;
+use std::ptr;
+
+use crate::error::{Error, StackAllocCause};
+
+/// The smallest stack a thread may ask for. Catching a panic and formatting
+/// its message needs a few KiB; DragonFly's kernel threads use 16 KiB.
+pub const MIN_STACK_SIZE: usize = 16 * 1024;
+
+/// The default thread stack size (64 KiB), committed lazily.
+pub const DEFAULT_STACK_SIZE: usize = 64 * 1024;
+
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p <= 0 {
+        4096
+    } else {
+        p as usize
+    }
+}
+
+/// Rounds a requested stack size up to whole pages.
+pub(crate) fn round_stack_size(size: usize) -> Option<usize> {
+    let page = page_size();
+    size.checked_add(page - 1).map(|s| s & !(page - 1))
+}
+
+/// An owned, guarded stack. Freed (unmapped) on drop.
+pub(crate) struct Stack {
+    /// Lowest address of the mapping (the guard page).
+    start: NonZeroUsize,
+    /// Length of the mapping, guard included.
+    len: usize,
+}
+
+// SAFETY: a Stack is plain memory owned by value; nothing in it is tied to
+// the OS thread that mapped it.
+unsafe impl Send for Stack {}
+
+impl Stack {
+    /// Maps a stack with `size` usable bytes (rounded up to pages) plus a
+    /// guard page.
+    pub(crate) fn new(size: usize) -> Result<Stack, Error> {
+        let page = page_size();
+        let usable = round_stack_size(size).ok_or(Error::StackAlloc {
+            size,
+            cause: StackAllocCause::Memory,
+            os: io::Error::from_raw_os_error(libc::ENOMEM),
+        })?;
+        let len = match usable.checked_add(page) {
+            Some(l) => l,
+            None => {
+                return Err(Error::StackAlloc {
+                    size,
+                    cause: StackAllocCause::Memory,
+                    os: io::Error::from_raw_os_error(libc::ENOMEM),
+                })
+            }
+        };
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | map_stack_flag();
+        // SAFETY: an anonymous mapping at an address of the kernel's choosing
+        // aliases nothing; the result is checked before use.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            let os = io::Error::last_os_error();
+            return Err(classify(size, os));
+        }
+        let stack = Stack {
+            start: NonZeroUsize::new(p as usize).expect("mmap returned address 0"),
+            len,
+        };
+        // SAFETY: the first page lies inside the mapping made just above and
+        // nothing refers to it yet.
+        let rc = unsafe { libc::mprotect(p, page, libc::PROT_NONE) };
+        if rc != 0 {
+            let os = io::Error::last_os_error();
+            drop(stack); // unmaps
+            return Err(classify(size, os));
+        }
+        Ok(stack)
+    }
+
+    /// Usable bytes (guard page excluded).
+    pub(crate) fn usable_size(&self) -> usize {
+        self.len - page_size()
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "openbsd"))]
+fn map_stack_flag() -> libc::c_int {
+    libc::MAP_STACK
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "openbsd")))]
+fn map_stack_flag() -> libc::c_int {
+    0
+}
+
+/// Names the cause of a failed mapping: a process that is near the kernel's
+/// limit on mappings gets `ENOMEM` too, and that is worth telling apart.
+fn classify(size: usize, os: io::Error) -> Error {
+    let cause = if os.raw_os_error() == Some(libc::ENOMEM) {
+        match (max_map_count(), current_map_count()) {
+            (Some(limit), Some(cur)) if cur + 8 >= limit => StackAllocCause::MapCountLimit { limit },
+            _ => StackAllocCause::Memory,
+        }
+    } else {
+        StackAllocCause::Memory
+    };
+    Error::StackAlloc { size, cause, os }
+}
+
+/// The kernel's `vm.max_map_count`, where the OS has one.
+pub fn max_map_count() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// How many mappings this process has now (Linux), by counting
+/// `/proc/self/maps`.
+pub fn current_map_count() -> Option<usize> {
+    let s = std::fs::read("/proc/self/maps").ok()?;
+    Some(s.iter().filter(|&&b| b == b'\n').count())
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: the range is exactly the mapping this Stack owns, and no
+        // coroutine runs on it any more (corosensei hands a stack back only
+        // once its coroutine has finished or been unwound).
+        let rc = unsafe { libc::munmap(self.start.get() as *mut libc::c_void, self.len) };
+        debug_assert_eq!(rc, 0, "munmap of a thread stack failed");
+    }
+}
+
+// SAFETY: `base` and `limit` delimit one mapping owned by this value that
+// stays mapped until drop; `base` is page aligned and so meets
+// corosensei's STACK_ALIGNMENT; the guard page sits at `limit`.
+unsafe impl corosensei::stack::Stack for Stack {
+    #[inline]
+    fn base(&self) -> corosensei::stack::StackPointer {
+        NonZeroUsize::new(self.start.get() + self.len).expect("stack base overflow")
+    }
+
+    #[inline]
+    fn limit(&self) -> corosensei::stack::StackPointer {
+        self.start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoke() {
+        let s = Stack::new(DEFAULT_STACK_SIZE).unwrap();
+        assert_eq!(s.usable_size(), DEFAULT_STACK_SIZE);
+        let base = corosensei::stack::Stack::base(&s).get();
+        // The top page is writable.
+        // SAFETY: the byte lies in the usable region just below base.
+        unsafe { ptr::write_volatile((base - 1) as *mut u8, 7) };
+    }
+
+    #[test]
+    fn absurd_size_is_an_error_not_an_abort() {
+        let e = Stack::new(1 << 62).err().expect("a 4 EiB stack cannot be mapped");
+        assert!(matches!(e, Error::StackAlloc { .. }), "{e}");
+        assert!(e.to_string().contains("stack"), "{e}");
+    }
+}
