@@ -503,6 +503,8 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
         for cs in self.shared.cpus.iter() {
+            // Makes a thread polling maybe_yield() look, and switch out.
+            cs.attention.fetch_or(attn::TICK, Ordering::SeqCst);
             cs.parked.store(false, Ordering::SeqCst);
             if let Some(t) = cs.os_thread.get() {
                 t.unpark();

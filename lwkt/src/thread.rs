@@ -176,7 +176,7 @@ impl CurThread {
             return;
         }
         let pri = self.td.td().pri.get();
-        if cpu.runq.highest().is_some_and(|h| h >= pri) {
+        if cpu.runq.highest().is_some_and(|h| h >= pri) || self.shutdown_requested() {
             self.requeue_and_switch();
         }
     }
@@ -207,8 +207,16 @@ impl CurThread {
         let pri = self.td.td().pri.get();
         match cpu.runq.highest() {
             Some(h) if h > pri || (tick && h == pri) => self.requeue_and_switch(),
+            _ if self.shutdown_requested() => self.requeue_and_switch(),
             _ => {}
         }
+    }
+
+    /// The runtime is being dropped: switch out so the CPU can unwind its
+    /// threads (this thread included).
+    #[cold]
+    fn shutdown_requested(&self) -> bool {
+        self.cpu_ref().shared.shutdown.load(Ordering::Acquire)
     }
 
     fn requeue_and_switch(&mut self) {
