@@ -68,7 +68,10 @@ impl fmt::Display for Error {
         match self {
             Error::NoCpus => write!(f, "a runtime needs at least one CPU (cpus(0) was given)"),
             Error::TooManyCpus { requested, max } => {
-                write!(f, "{requested} CPUs requested, but lwkt supports at most {max}")
+                write!(
+                    f,
+                    "{requested} CPUs requested, but lwkt supports at most {max}"
+                )
             }
             Error::StackTooSmall { requested, min } => write!(
                 f,

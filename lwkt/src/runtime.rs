@@ -101,7 +101,10 @@ impl Shared {
             return Err(Error::Shutdown);
         }
         let cs = &self.cpus[dst];
-        cs.ext.lock().unwrap_or_else(|e| e.into_inner()).push_back(m);
+        cs.ext
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(m);
         cs.attention.fetch_or(attn::EXT, Ordering::SeqCst);
         if cs.notify() {
             self.ext_stats.ipis_sent.bump_shared();
@@ -193,7 +196,8 @@ impl Shared {
 
     /// Called by a CPU leaving park: restart the clock if it stopped.
     pub(crate) fn wake_clock(&self) {
-        if self.clock_parked.load(Ordering::SeqCst) && self.clock_parked.swap(false, Ordering::SeqCst)
+        if self.clock_parked.load(Ordering::SeqCst)
+            && self.clock_parked.swap(false, Ordering::SeqCst)
         {
             if let Some(t) = self.clock_thread.get() {
                 t.unpark();
@@ -338,9 +342,9 @@ impl Builder {
 
     /// Starts the CPUs.
     pub fn build(self) -> Result<Runtime, Error> {
-        let cpus = self.cpus.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        });
+        let cpus = self
+            .cpus
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         if cpus == 0 {
             return Err(Error::NoCpus);
         }
@@ -406,9 +410,13 @@ impl Runtime {
         let mask_words = n.div_ceil(64);
         assert!(mask_words <= attn::MAX_WORDS);
         let shared = Arc::new(Shared {
-            cpus: (0..n).map(|_| CachePadded::new(CpuShared::new(mask_words))).collect(),
+            cpus: (0..n)
+                .map(|_| CachePadded::new(CpuShared::new(mask_words)))
+                .collect(),
             rings: (0..n * n).map(|_| Ring::new(IPIQ_SIZE)).collect(),
-            sleep_masks: (0..NBUCKETS * mask_words).map(|_| AtomicU64::new(0)).collect(),
+            sleep_masks: (0..NBUCKETS * mask_words)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             mask_words,
             shutdown: AtomicBool::new(false),
             clock_parked: CachePadded::new(AtomicBool::new(false)),
@@ -545,7 +553,9 @@ pub struct Handle {
 
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handle").field("cpus", &self.shared.ncpus()).finish()
+        f.debug_struct("Handle")
+            .field("cpus", &self.shared.ncpus())
+            .finish()
     }
 }
 
@@ -563,7 +573,9 @@ impl Handle {
     pub fn wakeup<C: ?Sized>(&self, chan: &C) {
         let a = chan as *const C as *const () as usize;
         match current_cpu() {
-            Some(c) if Arc::ptr_eq(&c.shared, &self.shared) => self.shared.wakeup(Some(c), a, false),
+            Some(c) if Arc::ptr_eq(&c.shared, &self.shared) => {
+                self.shared.wakeup(Some(c), a, false)
+            }
             _ => self.shared.wakeup(None, a, false),
         }
     }
@@ -585,7 +597,12 @@ impl Handle {
     /// The counters, per CPU and summed. IPIs sent from outside the
     /// runtime count in the total only.
     pub fn stats(&self) -> Stats {
-        let per_cpu: Vec<CpuStats> = self.shared.cpus.iter().map(|c| c.stats.snapshot()).collect();
+        let per_cpu: Vec<CpuStats> = self
+            .shared
+            .cpus
+            .iter()
+            .map(|c| c.stats.snapshot())
+            .collect();
         let ext = self.shared.ext_stats.snapshot();
         let total = per_cpu
             .iter()

@@ -77,7 +77,8 @@ impl Stack {
                 })
             }
         };
-        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | map_stack_flag();
+        let flags =
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | map_stack_flag();
         // SAFETY: an anonymous mapping at an address of the kernel's choosing
         // aliases nothing; the result is checked before use.
         let p = unsafe {
@@ -115,12 +116,22 @@ impl Stack {
     }
 }
 
-#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "openbsd"))]
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "openbsd"
+))]
 fn map_stack_flag() -> libc::c_int {
     libc::MAP_STACK
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "openbsd")))]
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "openbsd"
+)))]
 fn map_stack_flag() -> libc::c_int {
     0
 }
@@ -130,7 +141,9 @@ fn map_stack_flag() -> libc::c_int {
 fn classify(size: usize, os: io::Error) -> Error {
     let cause = if os.raw_os_error() == Some(libc::ENOMEM) {
         match (max_map_count(), current_map_count()) {
-            (Some(limit), Some(cur)) if cur + 8 >= limit => StackAllocCause::MapCountLimit { limit },
+            (Some(limit), Some(cur)) if cur + 8 >= limit => {
+                StackAllocCause::MapCountLimit { limit }
+            }
             _ => StackAllocCause::Memory,
         }
     } else {
@@ -196,7 +209,9 @@ mod tests {
 
     #[test]
     fn absurd_size_is_an_error_not_an_abort() {
-        let e = Stack::new(1 << 62).err().expect("a 4 EiB stack cannot be mapped");
+        let e = Stack::new(1 << 62)
+            .err()
+            .expect("a 4 EiB stack cannot be mapped");
         assert!(matches!(e, Error::StackAlloc { .. }), "{e}");
         assert!(e.to_string().contains("stack"), "{e}");
     }

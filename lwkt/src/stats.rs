@@ -11,15 +11,19 @@ impl Counter {
     /// Adds one. Only the owning CPU calls this.
     #[inline]
     pub(crate) fn bump(&self) {
-        self.0
-            .store(self.0.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
     }
 
     /// Subtracts one (gauges). Only the owning CPU calls this.
     #[inline]
     pub(crate) fn drop_one(&self) {
-        self.0
-            .store(self.0.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_sub(1),
+            Ordering::Relaxed,
+        );
     }
 
     /// Adds one from any thread (atomic RMW; off the hot path).

@@ -322,7 +322,10 @@ impl CurThread {
             if now >= deadline || self.cancelled() {
                 return;
             }
-            let _ = self.sleep(&chan, Sleep::default().timeout(deadline - now).wmesg("sleep_for"));
+            let _ = self.sleep(
+                &chan,
+                Sleep::default().timeout(deadline - now).wmesg("sleep_for"),
+            );
         }
     }
 
@@ -392,7 +395,12 @@ impl<T> Packet<T> {
             wakeup_addr(self as *const Self as usize, false);
         }
         if prev & pk::OS_WAITER != 0 {
-            if let Some(t) = self.os_waiter.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if let Some(t) = self
+                .os_waiter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
                 t.unpark();
             }
         }

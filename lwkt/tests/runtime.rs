@@ -28,13 +28,25 @@ fn builder_rejects_bad_config_with_clear_errors() {
     assert!(e.to_string().contains("at least one CPU"), "{e}");
 
     let e = Runtime::builder().stack_size(1024).build().unwrap_err();
-    assert!(matches!(e, Error::StackTooSmall { requested: 1024, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::StackTooSmall {
+                requested: 1024,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("below the minimum"), "{e}");
 
     let e = Runtime::builder().hz(0).build().unwrap_err();
     assert!(matches!(e, Error::InvalidHz(0)), "{e}");
 
-    let e = Runtime::builder().cpus(lwkt::MAX_CPUS + 1).build().unwrap_err();
+    let e = Runtime::builder()
+        .cpus(lwkt::MAX_CPUS + 1)
+        .build()
+        .unwrap_err();
     assert!(matches!(e, Error::TooManyCpus { .. }), "{e}");
 }
 
@@ -44,7 +56,12 @@ fn more_cpus_than_cores_is_allowed() {
         let rt = Runtime::builder().cpus(8).build().unwrap();
         let sum = rt.block_on(|td| {
             let hs: Vec<_> = (0..8)
-                .map(|c| ThreadBuilder::new().cpu(c).spawn(td, |td| td.cpu()).unwrap())
+                .map(|c| {
+                    ThreadBuilder::new()
+                        .cpu(c)
+                        .spawn(td, |td| td.cpu())
+                        .unwrap()
+                })
                 .collect();
             hs.into_iter().map(|h| h.join(td).unwrap()).sum::<usize>()
         });
@@ -187,7 +204,11 @@ fn yield_now_never_runs_lower_priority() {
                 td.yield_now();
                 td.maybe_yield();
             }
-            assert_eq!(ran.load(Ordering::SeqCst), 0, "a lower-priority thread ran on yield");
+            assert_eq!(
+                ran.load(Ordering::SeqCst),
+                0,
+                "a lower-priority thread ran on yield"
+            );
             h.join(td).unwrap();
             assert_eq!(ran.load(Ordering::SeqCst), 1);
         });
@@ -221,7 +242,10 @@ fn maybe_yield_switches_for_higher_priority_and_on_clock_ticks() {
                 calls += 1;
                 assert!(start.elapsed() < Duration::from_secs(10), "peer never ran");
             }
-            assert!(calls > 1, "maybe_yield switched without a tick or higher priority");
+            assert!(
+                calls > 1,
+                "maybe_yield switched without a tick or higher priority"
+            );
             peer.join(td).unwrap();
         });
     });
@@ -236,7 +260,10 @@ fn panic_is_isolated_and_message_kept() {
             let e = h.join(td).unwrap_err();
             assert_eq!(e.message(), "boom 42");
             assert!(e.to_string().contains("boom 42"));
-            let h = ThreadBuilder::new().cpu(1).spawn(td, |_| -> () { panic!("static str") }).unwrap();
+            let h = ThreadBuilder::new()
+                .cpu(1)
+                .spawn(td, |_| -> () { panic!("static str") })
+                .unwrap();
             assert_eq!(h.join(td).unwrap_err().message(), "static str");
             // The CPUs go on.
             let h = ThreadBuilder::new().cpu(1).spawn(td, |_| 5).unwrap();
@@ -321,10 +348,21 @@ fn dropping_runtime_cancels_sleepers_and_runs_destructors() {
             n + 10
         });
         let alive = rt.stats().total.threads_alive;
-        assert!(alive >= 100, "expected the sleepers alive, stats say {alive}");
+        assert!(
+            alive >= 100,
+            "expected the sleepers alive, stats say {alive}"
+        );
         drop(rt);
-        assert_eq!(drops.load(Ordering::SeqCst), n, "every thread's destructors ran");
-        assert_eq!(ran_unstarted.load(Ordering::SeqCst), 0, "cancelled threads must not start");
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            n,
+            "every thread's destructors ran"
+        );
+        assert_eq!(
+            ran_unstarted.load(Ordering::SeqCst),
+            0,
+            "cancelled threads must not start"
+        );
     });
 }
 
@@ -356,7 +394,9 @@ fn spawn_and_join_from_plain_os_thread() {
         let hs: Vec<_> = (0..4)
             .map(|i| {
                 let h = handle.clone();
-                std::thread::spawn(move || h.spawn(move |td| (i, td.cpu())).unwrap().join_blocking())
+                std::thread::spawn(move || {
+                    h.spawn(move |td| (i, td.cpu())).unwrap().join_blocking()
+                })
             })
             .collect();
         let mut cpus = std::collections::BTreeSet::new();
@@ -365,7 +405,11 @@ fn spawn_and_join_from_plain_os_thread() {
             assert_eq!(v, i);
             cpus.insert(cpu);
         }
-        assert_eq!(cpus.len(), 2, "round-robin spawn from outside used both CPUs");
+        assert_eq!(
+            cpus.len(),
+            2,
+            "round-robin spawn from outside used both CPUs"
+        );
         drop(rt);
         assert!(matches!(handle.spawn(|_| ()), Err(Error::Shutdown)));
     });
@@ -408,13 +452,19 @@ fn thread_structures_and_stacks_are_reused() {
         // The main thread publishes its result just before it retires.
         let t0 = std::time::Instant::now();
         while rt.stats().total.threads_alive != 0 {
-            assert!(t0.elapsed() < Duration::from_secs(5), "threads never retired");
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "threads never retired"
+            );
             std::thread::yield_now();
         }
         // 20,000 fresh stacks would be 20,000 mmap/munmap pairs; with the
         // cache the map count stays flat. Check the process did not grow.
         let maps = lwkt::current_map_count().unwrap_or(0);
-        assert!(maps < 5_000, "mappings grew to {maps}: stacks are not reused");
+        assert!(
+            maps < 5_000,
+            "mappings grew to {maps}: stacks are not reused"
+        );
     });
 }
 
@@ -424,14 +474,23 @@ fn stats_count_switches_and_ipis() {
         let rt = Runtime::builder().cpus(2).build().unwrap();
         rt.block_on(|td| {
             for _ in 0..100 {
-                ThreadBuilder::new().cpu(1).spawn(td, |_| ()).unwrap().join(td).unwrap();
+                ThreadBuilder::new()
+                    .cpu(1)
+                    .spawn(td, |_| ())
+                    .unwrap()
+                    .join(td)
+                    .unwrap();
             }
         });
         let s = rt.stats();
         assert_eq!(s.per_cpu.len(), 2);
         assert!(s.total.switches >= 200, "{:?}", s.total);
         assert!(s.per_cpu[1].ipis_processed >= 100, "{:?}", s.per_cpu[1]);
-        assert!(s.total.ipis_sent + s.total.ipis_avoided >= 200, "{:?}", s.total);
+        assert!(
+            s.total.ipis_sent + s.total.ipis_avoided >= 200,
+            "{:?}",
+            s.total
+        );
         assert!(s.total.wakeups >= 100, "{:?}", s.total);
     });
 }

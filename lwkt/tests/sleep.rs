@@ -73,7 +73,10 @@ fn cross_cpu_pingpong_100k_cycles_no_lost_wakeups() {
             assert_eq!(seq.load(Ordering::SeqCst), 2 * CYCLES);
         });
         let s = rt.stats();
-        assert!(s.per_cpu[0].ipis_processed > 0 && s.per_cpu[1].ipis_processed > 0, "{s:?}");
+        assert!(
+            s.per_cpu[0].ipis_processed > 0 && s.per_cpu[1].ipis_processed > 0,
+            "{s:?}"
+        );
     });
 }
 
@@ -123,8 +126,12 @@ fn interlocked_wakeup_before_sleep_returns_immediately() {
             td.sleep_interlock(&chan);
             lwkt::wakeup(&chan); // arrives between interlock and sleep
             let t0 = Instant::now();
-            td.sleep(&chan, Sleep::default().timeout(Duration::from_secs(5))).unwrap();
-            assert!(t0.elapsed() < Duration::from_secs(1), "the early wakeup was lost");
+            td.sleep(&chan, Sleep::default().timeout(Duration::from_secs(5)))
+                .unwrap();
+            assert!(
+                t0.elapsed() < Duration::from_secs(1),
+                "the early wakeup was lost"
+            );
         });
     });
 }
@@ -180,7 +187,10 @@ fn timeouts_return_timed_out() {
             let (r1, r2, el) = h.join(td).unwrap();
             assert_eq!(r1, Ok(()));
             assert_eq!(r2, Err(SleepError::TimedOut));
-            assert!(el >= Duration::from_millis(60), "stale timer cut the second sleep short: {el:?}");
+            assert!(
+                el >= Duration::from_millis(60),
+                "stale timer cut the second sleep short: {el:?}"
+            );
 
             let t0 = Instant::now();
             td.sleep_for(Duration::from_millis(15));
@@ -218,12 +228,19 @@ fn wakeup_one_wakes_exactly_one() {
                 lwkt::wakeup_one(&*chan);
                 let t0 = Instant::now();
                 while chan.load(Ordering::SeqCst) < expect {
-                    assert!(t0.elapsed() < Duration::from_secs(10), "wakeup_one woke nobody");
+                    assert!(
+                        t0.elapsed() < Duration::from_secs(10),
+                        "wakeup_one woke nobody"
+                    );
                     td.sleep_for(Duration::from_millis(1));
                 }
                 // Give any extra wakeups time to show.
                 td.sleep_for(Duration::from_millis(20));
-                assert_eq!(chan.load(Ordering::SeqCst), expect, "wakeup_one woke more than one");
+                assert_eq!(
+                    chan.load(Ordering::SeqCst),
+                    expect,
+                    "wakeup_one woke more than one"
+                );
             }
             lwkt::wakeup(&*chan);
             for h in hs {

@@ -164,6 +164,9 @@ pub(crate) struct Cpu {
     pub(crate) cur: Cell<*mut Thread>,
     timers: UnsafeCell<BinaryHeap<Timer>>,
     ntimers: Cell<usize>,
+    /// Boxed: queues hold raw pointers to threads, so each structure needs
+    /// a stable address of its own.
+    #[allow(clippy::vec_box)]
     free_threads: UnsafeCell<Vec<Box<Thread>>>,
     free_stacks: UnsafeCell<Vec<Stack>>,
     /// Head of the list of every thread this CPU owns.
@@ -245,7 +248,10 @@ impl Cpu {
         // SAFETY: only the scheduler context touches `coro`, and the
         // thread is not running (we are in the scheduler context).
         let coro = unsafe { &mut *td.coro.get() };
-        let res = coro.as_mut().expect("runnable thread has no coroutine").resume(());
+        let res = coro
+            .as_mut()
+            .expect("runnable thread has no coroutine")
+            .resume(());
         self.cur.set(ptr::null_mut());
         td.clear(tdf::RUNNING);
         if let CoroutineResult::Return(()) = res {
@@ -286,8 +292,7 @@ impl Cpu {
             }
         }
         cs.parked.store(true, Ordering::SeqCst);
-        if cs.attention.load(Ordering::SeqCst) != 0 || self.shared.shutdown.load(Ordering::SeqCst)
-        {
+        if cs.attention.load(Ordering::SeqCst) != 0 || self.shared.shutdown.load(Ordering::SeqCst) {
             cs.parked.store(false, Ordering::SeqCst);
             return;
         }

@@ -7,7 +7,11 @@ use std::time::Duration;
 /// Runs `f` on its own OS thread and fails the test with a message if it
 /// does not finish within `secs` (so a hang fails instead of stalling CI).
 /// A panic inside `f` is re-raised here.
-pub fn bounded<R: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+pub fn bounded<R: Send + 'static>(
+    secs: u64,
+    what: &str,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> R {
     let (tx, rx) = mpsc::channel();
     let h = std::thread::Builder::new()
         .name(format!("bounded:{what}"))
