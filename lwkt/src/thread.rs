@@ -216,7 +216,7 @@ impl CurThread {
     /// threads (this thread included).
     #[cold]
     fn shutdown_requested(&self) -> bool {
-        self.cpu_ref().shared.shutdown.load(Ordering::Acquire)
+        self.cpu_ref().stopping()
     }
 
     fn requeue_and_switch(&mut self) {

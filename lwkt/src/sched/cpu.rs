@@ -158,6 +158,11 @@ pub(crate) fn current_cpu<'a>() -> Option<&'a Cpu> {
 pub(crate) struct Cpu {
     pub(crate) id: usize,
     pub(crate) shared: Arc<Shared>,
+    /// This CPU's entry in `shared.cpus` (kept alive by `shared`), cached
+    /// so the hot paths skip the indexing.
+    cs: std::ptr::NonNull<CpuShared>,
+    /// Set once this CPU has seen the runtime's shutdown request.
+    stop: Cell<bool>,
     pub(crate) runq: RunQueue,
     pub(crate) sleepq: SleepQueues,
     /// The running thread; null in the scheduler context.
@@ -179,8 +184,11 @@ pub(crate) struct Cpu {
 
 impl Cpu {
     pub(crate) fn new(id: usize, shared: Arc<Shared>) -> Cpu {
+        let cs = std::ptr::NonNull::from(&*shared.cpus[id]);
         Cpu {
             id,
+            cs,
+            stop: Cell::new(false),
             shared,
             runq: RunQueue::new(),
             sleepq: SleepQueues::new(),
@@ -198,7 +206,16 @@ impl Cpu {
 
     #[inline]
     pub(crate) fn cs(&self) -> &CpuShared {
-        &self.shared.cpus[self.id]
+        // SAFETY: points into `self.shared.cpus`, a boxed slice that never
+        // moves and lives as long as the Arc this Cpu holds.
+        unsafe { self.cs.as_ref() }
+    }
+
+    /// Whether the runtime asked this CPU to stop (seen at the last
+    /// attention poll).
+    #[inline]
+    pub(crate) fn stopping(&self) -> bool {
+        self.stop.get()
     }
 
     #[inline]
@@ -225,10 +242,10 @@ impl Cpu {
         let _ = self.cs().os_thread.set(std::thread::current());
         loop {
             self.poll_attention();
-            self.expire_timers();
-            if self.shared.shutdown.load(Ordering::Acquire) {
+            if self.stop.get() {
                 break;
             }
+            self.expire_timers();
             match self.runq.pop() {
                 Some(t) => self.run(t),
                 None => self.idle(),
@@ -273,9 +290,7 @@ impl Cpu {
         let backoff = Backoff::new();
         let mut n = 0u32;
         loop {
-            if cs.attention.load(Ordering::Acquire) != 0
-                || self.shared.shutdown.load(Ordering::Relaxed)
-            {
+            if cs.attention.load(Ordering::Acquire) != 0 {
                 return;
             }
             n += 1;
@@ -292,7 +307,7 @@ impl Cpu {
             }
         }
         cs.parked.store(true, Ordering::SeqCst);
-        if cs.attention.load(Ordering::SeqCst) != 0 || self.shared.shutdown.load(Ordering::SeqCst) {
+        if cs.attention.load(Ordering::SeqCst) != 0 {
             cs.parked.store(false, Ordering::SeqCst);
             return;
         }
@@ -324,6 +339,10 @@ impl Cpu {
     fn poll_attention_slow(&self) -> bool {
         let cs = self.cs();
         let a = cs.attention.swap(0, Ordering::SeqCst);
+        if self.shared.shutdown.load(Ordering::SeqCst) {
+            // Runtime::drop sets `shutdown`, then an attention bit.
+            self.stop.set(true);
+        }
         self.ipi_depth.set(self.ipi_depth.get() + 1);
         if a & attn::EXT != 0 {
             loop {

@@ -13,7 +13,6 @@ pub(crate) struct RunQueue {
     bitmap: Cell<u32>,
     heads: [Cell<*mut Thread>; Priority::LEVELS],
     tails: [Cell<*mut Thread>; Priority::LEVELS],
-    len: Cell<usize>,
 }
 
 impl RunQueue {
@@ -22,7 +21,6 @@ impl RunQueue {
             bitmap: Cell::new(0),
             heads: std::array::from_fn(|_| Cell::new(ptr::null_mut())),
             tails: std::array::from_fn(|_| Cell::new(ptr::null_mut())),
-            len: Cell::new(0),
         }
     }
 
@@ -59,7 +57,6 @@ impl RunQueue {
         }
         self.tails[p].set(t.as_ptr());
         self.bitmap.set(self.bitmap.get() | (1 << p));
-        self.len.set(self.len.get() + 1);
         td.set(tdf::RUNQ);
     }
 
@@ -83,7 +80,6 @@ impl RunQueue {
         }
         td.rq_next.set(ptr::null_mut());
         td.rq_prev.set(ptr::null_mut());
-        self.len.set(self.len.get() - 1);
         td.clear(tdf::RUNQ);
     }
 
