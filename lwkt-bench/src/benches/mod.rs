@@ -1,0 +1,112 @@
+//! The benchmark registry. To add a benchmark, write a module with one run
+//! function per implementation, describe it with a [`Bench`] constant, and
+//! list that constant in [`ALL`].
+
+use std::time::Duration;
+
+use crate::harness::{Ctx, RunResult};
+
+mod cross_cpu_pingpong;
+mod idle_cpu;
+mod max_threads;
+mod sleeping_thread_rss;
+mod spawn_join;
+mod yield_pingpong;
+
+/// Which way a figure is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Lower,
+    Higher,
+}
+
+/// One implementation of a benchmark.
+#[derive(Debug)]
+pub struct Impl {
+    /// Stable name: `lwkt`, `corosensei`, `may`, `tokio`, `std_thread`.
+    pub name: &'static str,
+    /// Runs the measurement in the current process and returns its figure.
+    pub run: fn(&Ctx) -> RunResult,
+}
+
+/// One benchmark: a name, a unit and the implementations compared.
+#[derive(Debug)]
+pub struct Bench {
+    /// Stable name used on the command line and in the JSON.
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub better: Better,
+    /// One-line description for the human table.
+    pub about: &'static str,
+    /// `lwkt` first; the others are the peers lwkt is compared with.
+    pub impls: &'static [Impl],
+    /// How long one implementation's child process may run before it is
+    /// killed and reported as failed.
+    pub timeout: Duration,
+}
+
+impl Bench {
+    pub fn find_impl(&self, name: &str) -> Option<&'static Impl> {
+        self.impls.iter().find(|i| i.name == name)
+    }
+}
+
+/// Every benchmark, in the order the suite runs them.
+pub static ALL: &[&Bench] = &[
+    &yield_pingpong::BENCH,
+    &spawn_join::BENCH,
+    &cross_cpu_pingpong::BENCH,
+    &sleeping_thread_rss::BENCH,
+    &max_threads::BENCH,
+    &idle_cpu::BENCH,
+];
+
+pub fn find(name: &str) -> Option<&'static Bench> {
+    ALL.iter().copied().find(|b| b.name == name)
+}
+
+/// Sleeps on `chan` until `cond()` holds, in the interlocked way that
+/// cannot miss a wakeup: register, re-check, then sleep.
+pub fn lwkt_sleep_until<C: ?Sized>(
+    td: &mut lwkt::CurThread,
+    chan: &C,
+    wmesg: &'static str,
+    mut cond: impl FnMut() -> bool,
+) {
+    while !cond() {
+        td.sleep_interlock(chan);
+        if cond() {
+            td.sleep_remove();
+            return;
+        }
+        // A wakeup, or a spurious return, leads back to the check.
+        let _ = td.sleep(chan, lwkt::Sleep::default().wmesg(wmesg));
+    }
+}
+
+/// Spawns a `may` coroutine.
+///
+/// `may::coroutine::spawn` is `unsafe` because a coroutine may migrate
+/// between worker threads (so cached thread-local addresses can go stale)
+/// and because its stack is small and overflow is not always caught.
+/// Every closure this crate passes here touches no thread-local storage
+/// (it uses atomics, `may::sync` primitives, `Instant` and the `gettid`
+/// syscall only) and needs a few hundred bytes of stack at most.
+pub fn may_go<F, T>(f: F) -> may::coroutine::JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    // SAFETY: see the function comment: the closures are TLS-free and use
+    // far less stack than may's default.
+    unsafe { may::coroutine::spawn(f) }
+}
+
+/// Describes may's configured default coroutine stack for notes.
+pub fn may_stack_note() -> String {
+    let words = may::config().get_stack_size();
+    format!(
+        "may default coroutine stack: {} KiB ({words:#x} words)",
+        words * std::mem::size_of::<usize>() / 1024
+    )
+}

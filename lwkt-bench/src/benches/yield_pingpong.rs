@@ -1,0 +1,179 @@
+//! `yield_pingpong`: two threads on one CPU yield to each other; the figure
+//! is wall time divided by the total number of yield calls.
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use corosensei::{Coroutine, Yielder};
+
+use super::{may_go, Bench, Better, Impl};
+use crate::harness::{ns_per_op, pin_current_thread, Ctx, RunResult, Sample};
+
+pub static BENCH: Bench = Bench {
+    name: "yield_pingpong",
+    unit: "ns/op",
+    better: Better::Lower,
+    about: "two threads on one CPU yielding to each other, ns per yield",
+    impls: &[
+        Impl {
+            name: "lwkt",
+            run: lwkt,
+        },
+        Impl {
+            name: "corosensei",
+            run: corosensei,
+        },
+        Impl {
+            name: "may",
+            run: may,
+        },
+        Impl {
+            name: "tokio",
+            run: tokio,
+        },
+        Impl {
+            name: "std_thread",
+            run: std_thread,
+        },
+    ],
+    timeout: Duration::from_secs(60),
+};
+
+fn lwkt(ctx: &Ctx) -> RunResult {
+    let ctx = *ctx;
+    let rt = lwkt::Runtime::builder()
+        .cpus(1)
+        .build()
+        .map_err(|e| format!("lwkt runtime: {e}"))?;
+    let before = rt.stats().total;
+    let (ns, yields) = rt.block_on(move |td| {
+        let mut yields = 0u64;
+        let ns = ns_per_op(&ctx, |n| {
+            let half = n / 2;
+            yields += 2 * half;
+            let start = Instant::now();
+            let other = td.spawn(move |td| {
+                for _ in 0..half {
+                    td.yield_now();
+                }
+            });
+            for _ in 0..half {
+                td.yield_now();
+            }
+            let ok = other.join(td).is_ok();
+            let d = start.elapsed();
+            assert!(ok, "yielding thread panicked");
+            d
+        });
+        (ns, yields)
+    });
+    let switches = rt.stats().total.switches - before.switches;
+    Ok(Sample::with_note(
+        ns,
+        format!(
+            "1 cpu; {:.2} context switches per yield",
+            switches as f64 / yields.max(1) as f64
+        ),
+    ))
+}
+
+fn corosensei(ctx: &Ctx) -> RunResult {
+    let mut co: Coroutine<(), (), ()> = Coroutine::new(|y: &Yielder<(), ()>, ()| loop {
+        y.suspend(());
+    });
+    let ns = ns_per_op(ctx, |n| {
+        let start = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(co.resume(()));
+        }
+        start.elapsed()
+    });
+    Ok(Sample::with_note(
+        ns,
+        "one resume+suspend round trip (2 stack switches) per op; default 1 MiB stack",
+    ))
+}
+
+fn may(ctx: &Ctx) -> RunResult {
+    may::config().set_workers(1);
+    let ns = ns_per_op(ctx, |n| {
+        let half = n / 2;
+        may_go(move || {
+            let start = Instant::now();
+            let other = may_go(move || {
+                for _ in 0..half {
+                    may::coroutine::yield_now();
+                }
+            });
+            for _ in 0..half {
+                may::coroutine::yield_now();
+            }
+            let ok = other.join().is_ok();
+            let d = start.elapsed();
+            assert!(ok, "yielding coroutine panicked");
+            d
+        })
+        .join()
+        .expect("may coroutine panicked")
+    });
+    Ok(Sample::with_note(ns, "1 worker"))
+}
+
+fn tokio(ctx: &Ctx) -> RunResult {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let ns = ns_per_op(ctx, |n| {
+        let half = n / 2;
+        rt.block_on(async move {
+            let start = Instant::now();
+            let yielder = move || async move {
+                for _ in 0..half {
+                    tokio::task::yield_now().await;
+                }
+            };
+            let a = tokio::spawn(yielder());
+            let b = tokio::spawn(yielder());
+            a.await.expect("task panicked");
+            b.await.expect("task panicked");
+            start.elapsed()
+        })
+    });
+    Ok(Sample::with_note(ns, "current_thread runtime, two tasks"))
+}
+
+fn std_thread(ctx: &Ctx) -> RunResult {
+    let mut err = None;
+    let ns = ns_per_op(ctx, |n| {
+        let half = n / 2;
+        let barrier = Arc::new(Barrier::new(3));
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let pinned = pin_current_thread(0);
+                    barrier.wait();
+                    for _ in 0..half {
+                        std::thread::yield_now();
+                    }
+                    pinned
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for t in threads {
+            if let Err(e) = t.join().expect("yielding thread panicked") {
+                err = Some(e);
+            }
+        }
+        start.elapsed()
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(Sample::with_note(
+            ns,
+            "two OS threads pinned to CPU 0, sched_yield",
+        )),
+    }
+}

@@ -1,0 +1,474 @@
+//! `lwkt-bench`: measures lwkt against the thread and task runtimes Rust
+//! developers use today.
+//!
+//! ```text
+//! cargo run --release -p lwkt-bench                      # whole suite, human table
+//! cargo run --release -p lwkt-bench -- --json            # JSON only on stdout
+//! cargo run --release -p lwkt-bench -- --json spawn_join idle_cpu
+//! cargo run --release -p lwkt-bench -- --list
+//! cargo run --release -p lwkt-bench -- --quick --impls lwkt,tokio
+//! ```
+//!
+//! JSON output: `{"results":[{"bench":..,"impl":..,"value":..,"unit":..}, ..]}`;
+//! a result may carry a `"note"` string (configuration used, limits met).
+//! Progress and failures go to stderr. Exit status: 0 when every selected
+//! implementation produced a figure, 1 when some failed (their results are
+//! left out), 2 on a usage error such as an unknown benchmark name.
+//!
+//! # Benchmarks
+//!
+//! * `yield_pingpong` (ns/op, lower is better): two threads on one CPU yield
+//!   to each other; wall time / total yield calls. `lwkt` (1 cpu),
+//!   `corosensei` (a raw `Coroutine` resume + suspend round trip: the floor
+//!   for any stack-switching runtime), `may` (1 worker), `tokio`
+//!   (current_thread runtime, two tasks calling `yield_now`), `std_thread`
+//!   (two OS threads pinned to CPU 0 calling `sched_yield`).
+//! * `spawn_join` (ns/op, lower is better): from inside the runtime, spawn a
+//!   thread that does nothing and join it. `lwkt`, `may`, `tokio`
+//!   (current_thread, spawn + await the `JoinHandle`), `std_thread`.
+//! * `cross_cpu_pingpong` (ns/op per round trip, lower is better): a thread
+//!   on CPU 0 wakes one on CPU 1, which wakes it back. `lwkt` (2 cpus,
+//!   shared `AtomicU64` sequence, `lwkt::wakeup` / `sleep_interlock` +
+//!   `sleep`), `may` (2 workers, `may::sync::mpsc`), `tokio` (multi_thread,
+//!   2 workers, two `Notify`s), `std_thread` (threads pinned to CPUs 0 and 1,
+//!   `park`/`unpark`). may and tokio choose where a woken task runs; their
+//!   notes say how often both sides were seen on one OS thread.
+//! * `sleeping_thread_rss` (KiB/thread, lower is better): RSS growth from
+//!   `/proc/self/statm` per sleeping thread, 20,000 threads (2,000 OS
+//!   threads for `std_thread`), all asleep on one channel. `lwkt` (default
+//!   stack), `may` (its default stack, reported in the note), `tokio` (tasks
+//!   awaiting a `Notify`), `std_thread` (threads blocked on a `Condvar`).
+//! * `max_threads` (threads, higher is better): lwkt threads asleep at once
+//!   at the default stack size, spawned with `ThreadBuilder` until it fails
+//!   or 1,000,000 is reached; the note gives `vm.max_map_count` and the
+//!   error met. `lwkt` only.
+//! * `idle_cpu` (ms of CPU per wall second, lower is better): process CPU
+//!   time (`getrusage`) over ~1 s while 100 threads sleep on a channel
+//!   nobody signals. `lwkt`, `tokio`.
+//!
+//! # Method
+//!
+//! Every (benchmark, implementation) pair runs in a fresh child process
+//! (`lwkt-bench __child BENCH IMPL`), so runtimes that start OS threads are
+//! torn down with the process, RSS figures are not polluted by a previous
+//! runtime, process-global configuration (may's worker count) is set before
+//! first use, and a peer that aborts or hangs (may aborts when mmap fails)
+//! cannot take the suite down: a failed child is reported on stderr and its
+//! result left out. Timed benchmarks calibrate the iteration count to
+//! ~150 ms per repetition (20 ms with `--quick`), warm up, and report the
+//! median of 7 repetitions (3 with `--quick`).
+
+mod benches;
+mod harness;
+
+use std::io::Read;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde::Serialize;
+
+use benches::{Bench, Better};
+use harness::{Ctx, Measurement};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lwkt-bench",
+    version,
+    about = "Benchmarks lwkt against corosensei, may, tokio and std threads"
+)]
+struct Cli {
+    /// Print only JSON on stdout: {"results":[{"bench","impl","value","unit"}, ..]}
+    #[arg(long)]
+    json: bool,
+    /// Print the benchmark names, one per line, and exit
+    #[arg(long)]
+    list: bool,
+    /// Shorter repetitions and smaller caps (smoke test)
+    #[arg(long)]
+    quick: bool,
+    /// Run only these implementations (comma-separated, e.g. lwkt,tokio)
+    #[arg(long, value_delimiter = ',', value_name = "IMPL")]
+    impls: Vec<String>,
+    /// Benchmarks to run (default: all)
+    #[arg(value_name = "BENCH")]
+    benches: Vec<String>,
+}
+
+/// Arguments of the hidden `__child` mode: run one implementation of one
+/// benchmark in this process and print its measurement as one JSON line.
+#[derive(Parser, Debug)]
+#[command(name = "lwkt-bench __child")]
+struct ChildCli {
+    bench: String,
+    #[arg(value_name = "IMPL")]
+    imp: String,
+    #[arg(long)]
+    quick: bool,
+}
+
+const CHILD: &str = "__child";
+
+#[derive(Serialize)]
+struct Report<'a> {
+    results: &'a [Measurement],
+}
+
+fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == CHILD) {
+        // Drop the `__child` word and parse the rest.
+        let rest = args.iter().take(1).chain(args.iter().skip(2));
+        return child_main(ChildCli::parse_from(rest));
+    }
+    let cli = Cli::parse();
+    match run_suite(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lwkt-bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn child_main(cli: ChildCli) -> ExitCode {
+    let ctx = Ctx { quick: cli.quick };
+    let Some(bench) = benches::find(&cli.bench) else {
+        eprintln!("lwkt-bench: unknown benchmark `{}`", cli.bench);
+        return ExitCode::from(2);
+    };
+    let Some(imp) = bench.find_impl(&cli.imp) else {
+        eprintln!(
+            "lwkt-bench: benchmark `{}` has no implementation `{}`",
+            bench.name, cli.imp
+        );
+        return ExitCode::from(2);
+    };
+    match (imp.run)(&ctx) {
+        Ok(sample) => {
+            let m = Measurement {
+                bench: bench.name.into(),
+                imp: imp.name.into(),
+                value: sample.value,
+                unit: bench.unit.into(),
+                note: sample.note,
+            };
+            println!(
+                "{}",
+                serde_json::to_string(&m).expect("measurement serializes")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lwkt-bench: {}/{}: {e}", bench.name, imp.name);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves the benchmark and implementation selections, or explains what
+/// was not recognised.
+fn select(cli: &Cli) -> Result<Vec<&'static Bench>, String> {
+    let names = || {
+        benches::ALL
+            .iter()
+            .map(|b| b.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let selected = if cli.benches.is_empty() {
+        benches::ALL.to_vec()
+    } else {
+        cli.benches
+            .iter()
+            .map(|n| {
+                benches::find(n)
+                    .ok_or_else(|| format!("unknown benchmark `{n}` (known: {})", names()))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    for i in &cli.impls {
+        if !benches::ALL.iter().any(|b| b.find_impl(i).is_some()) {
+            return Err(format!(
+                "unknown implementation `{i}` (known: lwkt, corosensei, may, tokio, std_thread)"
+            ));
+        }
+    }
+    Ok(selected)
+}
+
+fn run_suite(cli: &Cli) -> Result<ExitCode, String> {
+    if cli.list {
+        for b in benches::ALL {
+            println!("{}", b.name);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let selected = select(cli)?;
+    if let Some(load) = load_average() {
+        if load > 1.0 {
+            eprintln!(
+                "lwkt-bench: warning: 1-minute load average is {load:.2}; \
+                 other work on this machine will add noise to the figures"
+            );
+        }
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    let started = Instant::now();
+    let mut results = Vec::new();
+    let mut failures = Vec::new();
+    for bench in selected {
+        let mut rows: Vec<(&str, Result<Measurement, String>)> = Vec::new();
+        for imp in bench.impls {
+            if !cli.impls.is_empty() && !cli.impls.iter().any(|i| i == imp.name) {
+                continue;
+            }
+            eprint!("lwkt-bench: {}/{} ... ", bench.name, imp.name);
+            let t = Instant::now();
+            let r = run_child(&exe, bench, imp.name, cli.quick);
+            match &r {
+                Ok(m) => eprintln!("{} {} ({:.1} s)", fmt_value(m.value), m.unit, secs(t)),
+                Err(e) => {
+                    eprintln!("FAILED ({:.1} s)", secs(t));
+                    eprintln!("lwkt-bench: {}/{} failed: {e}", bench.name, imp.name);
+                    failures.push(format!("{}/{}: {e}", bench.name, imp.name));
+                }
+            }
+            rows.push((imp.name, r));
+        }
+        if !cli.json && !rows.is_empty() {
+            print_table(bench, &rows);
+        }
+        results.extend(rows.into_iter().filter_map(|(_, r)| r.ok()));
+    }
+    if cli.json {
+        let out = serde_json::to_string_pretty(&Report { results: &results })
+            .map_err(|e| format!("serializing results: {e}"))?;
+        println!("{out}");
+    }
+    eprintln!(
+        "lwkt-bench: {} results, {} failed, {:.1} s",
+        results.len(),
+        failures.len(),
+        secs(started)
+    );
+    for f in &failures {
+        eprintln!("lwkt-bench: failed: {f}");
+    }
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The 1-minute load average from `/proc/loadavg`.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn secs(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}
+
+/// Runs one implementation in a child process and parses its JSON line.
+fn run_child(
+    exe: &std::path::Path,
+    bench: &Bench,
+    imp: &str,
+    quick: bool,
+) -> Result<Measurement, String> {
+    let mut cmd = Command::new(exe);
+    cmd.arg(CHILD).arg(bench.name).arg(imp);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start child: {e}"))?;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + bench.timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = reader.join();
+                return Err(format!("timed out after {:?}; killed", bench.timeout));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(format!("waiting for child: {e}")),
+        }
+    };
+    let out = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!("child exited with {status}"));
+    }
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .ok_or("child printed no result")?;
+    serde_json::from_str(line).map_err(|e| format!("bad child output {line:?}: {e}"))
+}
+
+fn fmt_value(v: f64) -> String {
+    if v.abs() >= 1000.0 || v == v.trunc() {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// "better"/"worse" wording for a unit.
+fn wording(unit: &str, lwkt_better: bool) -> &'static str {
+    match (unit, lwkt_better) {
+        ("ns/op", true) => "faster",
+        ("ns/op", false) => "slower",
+        ("KiB/thread", true) => "less memory",
+        ("KiB/thread", false) => "more memory",
+        ("ms/s", true) => "less CPU",
+        ("ms/s", false) => "more CPU",
+        (_, true) => "better",
+        (_, false) => "worse",
+    }
+}
+
+/// lwkt's standing against one peer: the peer/lwkt ratio (lwkt/peer when
+/// higher is better), so a ratio above 1 always means lwkt wins.
+fn ratio_text(bench: &Bench, lwkt: f64, peer: f64) -> String {
+    let ratio = match bench.better {
+        Better::Lower => peer / lwkt,
+        Better::Higher => lwkt / peer,
+    };
+    if !ratio.is_finite() || ratio <= 0.0 {
+        return "n/a".into();
+    }
+    let (factor, better) = if ratio >= 1.0 {
+        (ratio, true)
+    } else {
+        (1.0 / ratio, false)
+    };
+    format!(
+        "{ratio:>7.2}  lwkt {factor:.2}x {}",
+        wording(bench.unit, better)
+    )
+}
+
+fn print_table(bench: &Bench, rows: &[(&str, Result<Measurement, String>)]) {
+    let better = match bench.better {
+        Better::Lower => "lower is better",
+        Better::Higher => "higher is better",
+    };
+    println!();
+    println!("{} ({}, {better}): {}", bench.name, bench.unit, bench.about);
+    let lwkt = rows
+        .iter()
+        .find(|(n, _)| *n == "lwkt")
+        .and_then(|(_, r)| r.as_ref().ok())
+        .map(|m| m.value);
+    println!("  {:<12} {:>12}  {:>7}", "impl", bench.unit, "ratio");
+    for (name, r) in rows {
+        match r {
+            Ok(m) => {
+                let ratio = match lwkt {
+                    Some(l) if *name != "lwkt" => ratio_text(bench, l, m.value),
+                    _ => String::new(),
+                };
+                println!("  {name:<12} {:>12}  {ratio}", fmt_value(m.value));
+            }
+            Err(e) => println!("  {name:<12} {:>12}  {e}", "failed"),
+        }
+    }
+    for (name, r) in rows {
+        if let Ok(Measurement { note: Some(n), .. }) = r {
+            println!("    {name}: {n}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::parse_from(std::iter::once("lwkt-bench").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn json_format_is_stable() {
+        let mut m = Measurement {
+            bench: "yield_pingpong".into(),
+            imp: "lwkt".into(),
+            value: 12.5,
+            unit: "ns/op".into(),
+            note: None,
+        };
+        let report = serde_json::to_string(&Report {
+            results: std::slice::from_ref(&m),
+        })
+        .unwrap();
+        assert_eq!(
+            report,
+            r#"{"results":[{"bench":"yield_pingpong","impl":"lwkt","value":12.5,"unit":"ns/op"}]}"#
+        );
+        m.note = Some("limit".into());
+        let line = serde_json::to_string(&m).unwrap();
+        assert!(
+            line.ends_with(r#""unit":"ns/op","note":"limit"}"#),
+            "{line}"
+        );
+        let back: Measurement = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.note.as_deref(), Some("limit"));
+    }
+
+    #[test]
+    fn selection() {
+        assert_eq!(select(&cli(&[])).unwrap().len(), benches::ALL.len());
+        let two = select(&cli(&["idle_cpu", "spawn_join"])).unwrap();
+        assert_eq!(
+            two.iter().map(|b| b.name).collect::<Vec<_>>(),
+            ["idle_cpu", "spawn_join"]
+        );
+        assert!(select(&cli(&["nope"])).unwrap_err().contains("nope"));
+        assert!(select(&cli(&["--impls", "lwkt,bogus"]))
+            .unwrap_err()
+            .contains("bogus"));
+    }
+
+    #[test]
+    fn registry_is_consistent() {
+        let mut names = std::collections::HashSet::new();
+        for b in benches::ALL {
+            assert!(names.insert(b.name), "duplicate bench {}", b.name);
+            assert_eq!(b.impls[0].name, "lwkt", "{}: lwkt comes first", b.name);
+            assert!(benches::find(b.name).is_some());
+        }
+    }
+
+    #[test]
+    fn ratios_say_who_wins() {
+        let b = benches::find("spawn_join").unwrap();
+        assert!(ratio_text(b, 100.0, 300.0).contains("lwkt 3.00x faster"));
+        assert!(ratio_text(b, 300.0, 100.0).contains("lwkt 3.00x slower"));
+        let rss = benches::find("sleeping_thread_rss").unwrap();
+        assert!(ratio_text(rss, 2.0, 8.0).contains("less memory"));
+        assert_eq!(ratio_text(b, 0.0, 1.0), "n/a");
+    }
+}

@@ -1,0 +1,62 @@
+//! End-to-end checks of the command line (quick, cheap benchmarks only).
+
+use std::process::Command;
+
+fn bench() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lwkt-bench"))
+}
+
+#[test]
+fn list_prints_the_names() {
+    let out = bench().arg("--list").output().unwrap();
+    assert!(out.status.success());
+    let names: Vec<_> = std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    for n in [
+        "yield_pingpong",
+        "spawn_join",
+        "cross_cpu_pingpong",
+        "sleeping_thread_rss",
+        "max_threads",
+        "idle_cpu",
+    ] {
+        assert!(names.iter().any(|l| l == n), "{n} missing from {names:?}");
+    }
+}
+
+#[test]
+fn unknown_bench_fails_clearly() {
+    let out = bench().args(["--json", "no_such_bench"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown benchmark `no_such_bench`"), "{err}");
+}
+
+#[test]
+fn json_mode_prints_only_json() {
+    let out = bench()
+        .args(["--json", "--quick", "--impls", "lwkt,tokio", "spawn_join"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let results = v["results"].as_array().unwrap();
+    let impls: Vec<_> = results
+        .iter()
+        .map(|r| r["impl"].as_str().unwrap())
+        .collect();
+    assert_eq!(impls, ["lwkt", "tokio"]);
+    for r in results {
+        assert_eq!(r["bench"], "spawn_join");
+        assert_eq!(r["unit"], "ns/op");
+        assert!(r["value"].as_f64().unwrap() > 0.0);
+    }
+}
