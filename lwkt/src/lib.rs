@@ -21,6 +21,8 @@ mod affinity;
 mod error;
 #[cfg(not(loom))]
 mod priority;
+#[cfg(not(loom))]
+mod ps;
 mod ring;
 #[cfg(not(loom))]
 mod runtime;
@@ -33,23 +35,38 @@ mod stats;
 mod sync;
 #[cfg(not(loom))]
 mod thread;
+#[cfg(not(loom))]
+mod token;
+#[cfg(loom)]
+#[path = "token/word.rs"]
+mod token_word;
 
 #[cfg(not(loom))]
 pub use error::{Error, Panicked, SleepError, StackAllocCause};
 #[cfg(not(loom))]
 pub use priority::Priority;
 #[cfg(not(loom))]
-pub use runtime::{Builder, Handle, Runtime, DEFAULT_HZ, IPIQ_SIZE, MAX_CPUS};
+pub use ps::{ThreadInfo, ThreadState};
+#[cfg(not(loom))]
+pub use runtime::{
+    Builder, Handle, Runtime, DEFAULT_HZ, DEFAULT_TOKEN_BACKOFF_MAX, DEFAULT_TOKEN_SPIN_LOOPS,
+    DEFAULT_TOKEN_WINDOW_SHIFT, IPIQ_SIZE, MAX_CPUS,
+};
 #[cfg(not(loom))]
 pub use stack::{current_map_count, max_map_count, DEFAULT_STACK_SIZE, MIN_STACK_SIZE};
 #[cfg(not(loom))]
 pub use stats::{CpuStats, Stats};
 #[cfg(not(loom))]
 pub use thread::{wakeup, wakeup_one, CurThread, JoinHandle, Sleep, ThreadBuilder, ThreadId};
+#[cfg(not(loom))]
+pub use token::{
+    pool_token, SharedTokenGuard, Token, TokenGuard, TokenMut, TokenRef, MAX_TOKENS, POOL_TOKENS,
+};
 
 /// Lock-free building blocks, exposed only to the loom model tests.
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod __loom {
     pub use crate::ring::Ring;
+    pub use crate::token_word::{Try, Word, EXCLREQ, EXCLUSIVE, INCR};
 }

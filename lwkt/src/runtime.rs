@@ -40,7 +40,21 @@ pub(crate) struct Config {
     pub(crate) stack_size: usize,
     pub(crate) hz: u32,
     pub(crate) pin: bool,
+    pub(crate) token_backoff_max: usize,
+    pub(crate) token_spin_loops: u32,
+    pub(crate) token_window_shift: u32,
 }
+
+/// Cap of the exponential backoff a contended exclusive token request
+/// spins through before blocking (`token_backoff_max`, the seed's 4096).
+pub const DEFAULT_TOKEN_BACKOFF_MAX: usize = 4096;
+/// Failed re-acquisition passes of one thread before the scheduler takes
+/// its tokens in address order (`lwkt_spin_loops`, the seed's 10).
+pub const DEFAULT_TOKEN_SPIN_LOOPS: u32 = 10;
+/// Width of each CPU's window, in cycle-counter bits, during which its
+/// shared token requests ignore a waiting exclusive request
+/// (`token_window_shift`, the seed's 8).
+pub const DEFAULT_TOKEN_WINDOW_SHIFT: u32 = 8;
 
 /// State shared by every CPU of one runtime.
 pub(crate) struct Shared {
@@ -298,6 +312,8 @@ pub struct Builder {
     stack_size: usize,
     hz: u32,
     pin: bool,
+    token_backoff_max: usize,
+    token_spin_loops: u32,
 }
 
 impl Default for Builder {
@@ -307,6 +323,8 @@ impl Default for Builder {
             stack_size: DEFAULT_STACK_SIZE,
             hz: DEFAULT_HZ,
             pin: true,
+            token_backoff_max: DEFAULT_TOKEN_BACKOFF_MAX,
+            token_spin_loops: DEFAULT_TOKEN_SPIN_LOOPS,
         }
     }
 }
@@ -337,6 +355,20 @@ impl Builder {
     /// the OS refuses, the thread runs unpinned).
     pub fn pin(mut self, pin: bool) -> Self {
         self.pin = pin;
+        self
+    }
+
+    /// How long a contended exclusive token request spins before it
+    /// blocks (default [`DEFAULT_TOKEN_BACKOFF_MAX`]; 0 blocks at once).
+    pub fn token_backoff_max(mut self, n: usize) -> Self {
+        self.token_backoff_max = n;
+        self
+    }
+
+    /// Failed passes before the scheduler acquires a thread's tokens in
+    /// address order (default [`DEFAULT_TOKEN_SPIN_LOOPS`]).
+    pub fn token_spin_loops(mut self, n: u32) -> Self {
+        self.token_spin_loops = n;
         self
     }
 
@@ -372,6 +404,9 @@ impl Builder {
             stack_size,
             hz: self.hz,
             pin: self.pin,
+            token_backoff_max: self.token_backoff_max,
+            token_spin_loops: self.token_spin_loops,
+            token_window_shift: DEFAULT_TOKEN_WINDOW_SHIFT,
         };
         Runtime::start(config)
     }

@@ -49,6 +49,12 @@ pub(crate) struct Counters {
     pub(crate) wakeups: Counter,
     pub(crate) threads_alive: Counter,
     pub(crate) threads_spawned: Counter,
+    pub(crate) tok_attempts: Counter,
+    pub(crate) tok_failures: Counter,
+    pub(crate) tok_wasted: Counter,
+    pub(crate) tok_ordered: Counter,
+    pub(crate) tok_skips: Counter,
+    pub(crate) tok_blocks: Counter,
 }
 
 impl Counters {
@@ -62,6 +68,12 @@ impl Counters {
             wakeups: self.wakeups.get(),
             threads_alive: self.threads_alive.get(),
             threads_spawned: self.threads_spawned.get(),
+            token_attempts: self.tok_attempts.get(),
+            token_failures: self.tok_failures.get(),
+            token_wasted: self.tok_wasted.get(),
+            token_ordered_passes: self.tok_ordered.get(),
+            token_skips: self.tok_skips.get(),
+            token_blocks: self.tok_blocks.get(),
         }
     }
 }
@@ -86,6 +98,21 @@ pub struct CpuStats {
     pub threads_alive: u64,
     /// Threads ever created on this CPU.
     pub threads_spawned: u64,
+    /// Scheduler passes that tried to acquire all of a thread's tokens.
+    pub token_attempts: u64,
+    /// Of those, passes that failed on some token.
+    pub token_failures: u64,
+    /// Tokens acquired by the scheduler and given back because a later one
+    /// failed (the 2010 thread's "N-1 wasted" cost).
+    pub token_wasted: u64,
+    /// Passes made in address order after repeated failures (the
+    /// anti-livelock fallback).
+    pub token_ordered_passes: u64,
+    /// Threads skipped because the token that blocked them still looked
+    /// busy (a plain load, no atomic read-modify-write).
+    pub token_skips: u64,
+    /// Acquisitions that spun out and switched away to wait.
+    pub token_blocks: u64,
 }
 
 impl std::ops::Add for CpuStats {
@@ -100,6 +127,12 @@ impl std::ops::Add for CpuStats {
             wakeups: self.wakeups + o.wakeups,
             threads_alive: self.threads_alive.wrapping_add(o.threads_alive),
             threads_spawned: self.threads_spawned + o.threads_spawned,
+            token_attempts: self.token_attempts + o.token_attempts,
+            token_failures: self.token_failures + o.token_failures,
+            token_wasted: self.token_wasted + o.token_wasted,
+            token_ordered_passes: self.token_ordered_passes + o.token_ordered_passes,
+            token_skips: self.token_skips + o.token_skips,
+            token_blocks: self.token_blocks + o.token_blocks,
         }
     }
 }

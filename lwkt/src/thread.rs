@@ -27,6 +27,10 @@ use crate::stack::{Stack, MIN_STACK_SIZE};
 pub struct ThreadId(u64);
 
 impl ThreadId {
+    pub(crate) fn from_raw(v: u64) -> ThreadId {
+        ThreadId(v)
+    }
+
     /// The raw value.
     pub fn as_u64(self) -> u64 {
         self.0
@@ -105,7 +109,12 @@ fn chan_addr<C: ?Sized>(chan: &C) -> usize {
 
 impl CurThread {
     #[inline]
-    fn cpu_ref(&self) -> &Cpu {
+    pub(crate) fn td_ptr(&self) -> TdPtr {
+        self.td
+    }
+
+    #[inline]
+    pub(crate) fn cpu_ref(&self) -> &Cpu {
         // SAFETY: a thread's `cpu` always points at the live Cpu that owns
         // it, which outlives every thread it runs.
         unsafe { &*self.td.td().cpu.get() }
@@ -159,7 +168,13 @@ impl CurThread {
     /// Switches back to the scheduler (the bottom of `lwkt_switch`).
     #[inline]
     fn switch_out(&mut self) {
-        let y: *const Yld = self.td.td().yielder.get();
+        let td = self.td.td();
+        if td.tok_used.get() != 0 {
+            // Every switch-away releases all tokens; the scheduler takes
+            // them again before this thread runs.
+            self.cpu_ref().tokens_release_all(self.td);
+        }
+        let y: *const Yld = td.yielder.get();
         // SAFETY: the yielder lives on this thread's own stack for as long
         // as the coroutine runs, and we are running on that stack now.
         unsafe { (*y).suspend(()) };
@@ -217,6 +232,12 @@ impl CurThread {
     #[cold]
     fn shutdown_requested(&self) -> bool {
         self.cpu_ref().stopping()
+    }
+
+    /// Waits for pending tokens: stays runnable, and the scheduler runs
+    /// this thread again only once it has acquired all its tokens.
+    pub(crate) fn block_for_tokens(&mut self) {
+        self.requeue_and_switch();
     }
 
     fn requeue_and_switch(&mut self) {

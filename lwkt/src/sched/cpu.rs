@@ -177,6 +177,8 @@ pub(crate) struct Cpu {
     /// Head of the list of every thread this CPU owns.
     all: Cell<*mut Thread>,
     next_tid: Cell<u64>,
+    /// Consecutive scheduler passes that found only token-blocked threads.
+    token_waits: Cell<u32>,
     /// Nesting depth of `process_ipis` (bounded re-entry from `send`).
     ipi_depth: Cell<u32>,
     pub(crate) shutting_down: Cell<bool>,
@@ -199,6 +201,7 @@ impl Cpu {
             free_stacks: UnsafeCell::new(Vec::new()),
             all: Cell::new(ptr::null_mut()),
             next_tid: Cell::new(1),
+            token_waits: Cell::new(0),
             ipi_depth: Cell::new(0),
             shutting_down: Cell::new(false),
         }
@@ -246,13 +249,54 @@ impl Cpu {
                 break;
             }
             self.expire_timers();
-            match self.runq.pop() {
-                Some(t) => self.run(t),
-                None => self.idle(),
+            match self.pick() {
+                Some(t) => {
+                    self.token_waits.set(0);
+                    self.run(t);
+                }
+                None if self.runq.is_empty() => self.idle(),
+                None => self.token_wait(),
             }
         }
         self.cancel_all();
         CURRENT_CPU.with(|c| c.set(ptr::null()));
+    }
+
+    /// The first runnable thread, highest priority first, whose tokens can
+    /// all be acquired (the candidate scan of `lwkt_switch`). Threads that
+    /// cannot get their tokens keep their place in the queue.
+    #[inline]
+    fn pick(&self) -> Option<TdPtr> {
+        let mut cur = self.runq.first();
+        while let Some(t) = cur {
+            if t.td().tok_used.get() == 0 || self.tokens_acquire_all(t) {
+                self.runq.remove(t);
+                return Some(t);
+            }
+            cur = self.runq.next(t);
+        }
+        None
+    }
+
+    /// Every runnable thread waits for a token held on another CPU: poll
+    /// with backoff, then nap briefly (a release sends no signal).
+    #[cold]
+    fn token_wait(&self) {
+        let n = self.token_waits.get();
+        self.token_waits.set(n.saturating_add(1));
+        if n < 64 {
+            for _ in 0..(16 << n.min(6)) {
+                std::hint::spin_loop();
+            }
+            return;
+        }
+        let cs = self.cs();
+        cs.parked.store(true, Ordering::SeqCst);
+        if cs.attention.load(Ordering::SeqCst) == 0 {
+            self.stats().parks.bump();
+            std::thread::park_timeout(Duration::from_micros(50));
+        }
+        cs.parked.store(false, Ordering::SeqCst);
     }
 
     /// Switches to `t` until it switches back (hot path).
@@ -654,6 +698,9 @@ impl Cpu {
     /// Unlinks a finished thread and frees or parks its structure.
     fn retire(&self, t: TdPtr) {
         let td = t.td();
+        if td.tok_used.get() != 0 {
+            self.tokens_drop_all(t);
+        }
         if td.has(tdf::TSLEEPQ) {
             self.sleepq.remove(t);
         }
@@ -700,6 +747,15 @@ impl Cpu {
             td.clear(tdf::SLEEPING | tdf::SINTR);
             // SAFETY: scheduler context; the thread is not running.
             let coro = unsafe { (*td.coro.get()).take() };
+            if td.tok_used.get() != 0 {
+                // Destructors run with the thread's tokens held, as its
+                // code expects. Other CPUs release theirs as they stop.
+                let backoff = Backoff::new();
+                while !self.tokens_acquire_all(t) {
+                    td.tok_blocked.set(ptr::null());
+                    backoff.snooze();
+                }
+            }
             if let Some(mut coro) = coro {
                 self.cur.set(t.as_ptr());
                 td.set(tdf::RUNNING);
@@ -728,6 +784,21 @@ impl Cpu {
         unsafe {
             (*self.free_threads.get()).clear();
             (*self.free_stacks.get()).clear();
+        }
+    }
+
+    /// The running thread, when called from thread context.
+    #[inline]
+    pub(crate) fn current(&self) -> Option<TdPtr> {
+        TdPtr::from_raw(self.cur.get())
+    }
+
+    /// Calls `f` for every thread this CPU owns.
+    pub(crate) fn for_each_thread(&self, mut f: impl FnMut(&Thread)) {
+        let mut cur = self.all.get();
+        while let Some(t) = TdPtr::from_raw(cur) {
+            f(t.td());
+            cur = t.td().all_next.get();
         }
     }
 }

@@ -35,6 +35,35 @@ impl RunQueue {
         }
     }
 
+    /// Whether no thread is queued.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.bitmap.get() == 0
+    }
+
+    /// The thread `pick` would try first: the head of the highest level.
+    #[inline]
+    pub(crate) fn first(&self) -> Option<TdPtr> {
+        let p = self.highest()?;
+        TdPtr::from_raw(self.heads[p as usize].get())
+    }
+
+    /// The thread after `t` in scan order: the next in its level, then the
+    /// head of the next lower non-empty level.
+    #[inline]
+    pub(crate) fn next(&self, t: TdPtr) -> Option<TdPtr> {
+        let td = t.td();
+        if let Some(n) = TdPtr::from_raw(td.rq_next.get()) {
+            return Some(n);
+        }
+        let p = td.pri.get() as u32;
+        let below = self.bitmap.get() & ((1u32 << p) - 1);
+        if below == 0 {
+            return None;
+        }
+        TdPtr::from_raw(self.heads[(31 - below.leading_zeros()) as usize].get())
+    }
+
     /// Whether a thread of priority strictly above `pri` is runnable.
     #[inline]
     pub(crate) fn has_above(&self, pri: u8) -> bool {
@@ -81,14 +110,5 @@ impl RunQueue {
         td.rq_next.set(ptr::null_mut());
         td.rq_prev.set(ptr::null_mut());
         td.clear(tdf::RUNQ);
-    }
-
-    /// Removes and returns the first thread of the highest level.
-    #[inline]
-    pub(crate) fn pop(&self) -> Option<TdPtr> {
-        let p = self.highest()?;
-        let t = TdPtr::from_raw(self.heads[p as usize].get()).expect("bitmap out of sync");
-        self.remove(t);
-        Some(t)
     }
 }

@@ -14,6 +14,7 @@ use corosensei::{Coroutine, Yielder};
 
 use super::cpu::Cpu;
 use crate::stack::Stack;
+use crate::token::{RawToken, MAX_TOKENS};
 
 /// The coroutine type of every lwkt thread: resumed with `()`, suspends
 /// with `()`, returns `()`. Why a thread switched out is recorded in its
@@ -65,6 +66,14 @@ pub(crate) trait PacketCtl {
     fn cancel(&self);
 }
 
+/// One token reference held by a thread (`struct lwkt_tokref`).
+#[derive(Clone, Copy)]
+pub(crate) struct TokRef {
+    pub(crate) tok: *const RawToken,
+    /// See `token::mode`.
+    pub(crate) mode: u8,
+}
+
 pub(crate) struct Thread {
     pub(crate) flags: Cell<u32>,
     pub(crate) pri: Cell<u8>,
@@ -97,6 +106,15 @@ pub(crate) struct Thread {
     /// Valid while the coroutine runs or is suspended.
     pub(crate) yielder: Cell<*const Yld>,
     pub(crate) packet: UnsafeCell<Option<Arc<dyn PacketCtl>>>,
+    /// Held token references (`td_toks_array`); slot `i` is live when bit
+    /// `i` of `tok_used` is set.
+    pub(crate) toks: [Cell<TokRef>; MAX_TOKENS],
+    pub(crate) tok_used: Cell<u32>,
+    /// The token whose acquisition failed last, or null.
+    pub(crate) tok_blocked: Cell<*const RawToken>,
+    /// Consecutive failed re-acquisition passes (switches to address
+    /// order at the runtime's `token_spin_loops`).
+    pub(crate) tok_fails: Cell<u32>,
 }
 
 impl Thread {
@@ -122,6 +140,15 @@ impl Thread {
             coro: UnsafeCell::new(None),
             yielder: Cell::new(ptr::null()),
             packet: UnsafeCell::new(None),
+            toks: std::array::from_fn(|_| {
+                Cell::new(TokRef {
+                    tok: ptr::null(),
+                    mode: 0,
+                })
+            }),
+            tok_used: Cell::new(0),
+            tok_blocked: Cell::new(ptr::null()),
+            tok_fails: Cell::new(0),
         })
     }
 

@@ -1,0 +1,193 @@
+//! A `ps`-like listing of threads: CPU, priority, state and wait message.
+//!
+//! Each CPU describes its own threads (their structures are CPU-owned), so
+//! the listing is gathered by sending every CPU a request and collecting
+//! the answers.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::priority::Priority;
+use crate::runtime::{Handle, Shared};
+use crate::sched::cpu::{current_cpu, Cpu, IpiMsg};
+use crate::sched::td::{tdf, Thread};
+use crate::thread::{CurThread, Sleep, ThreadId};
+
+/// What a thread is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ThreadState {
+    /// On its CPU now.
+    Running,
+    /// Waiting in its CPU's run queue.
+    Runnable,
+    /// Runnable, but waiting for a token another thread holds.
+    TokenWait,
+    /// Asleep on a wait channel.
+    Sleeping,
+}
+
+impl fmt::Display for ThreadState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ThreadState::Running => "ONPROC",
+            ThreadState::Runnable => "RUN",
+            ThreadState::TokenWait => "TOKWAIT",
+            ThreadState::Sleeping => "SLEEP",
+        })
+    }
+}
+
+/// One line of the listing.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ThreadInfo {
+    /// The thread.
+    pub id: ThreadId,
+    /// Its CPU.
+    pub cpu: usize,
+    /// Its name, if any.
+    pub name: Option<String>,
+    /// Its priority.
+    pub priority: Priority,
+    /// What it is doing.
+    pub state: ThreadState,
+    /// While sleeping or waiting for a token: the sleep's wait message or
+    /// the token's name; empty otherwise.
+    pub wmesg: &'static str,
+}
+
+impl fmt::Display for ThreadInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:>12} cpu{:<3} pri {:>2} {:<7} {:<16} {}",
+            self.id.to_string(),
+            self.cpu,
+            self.priority.get(),
+            self.state.to_string(),
+            self.wmesg,
+            self.name.as_deref().unwrap_or("-")
+        )
+    }
+}
+
+fn describe(cpu: &Cpu, td: &Thread) -> ThreadInfo {
+    let state = if td.has(tdf::RUNNING) {
+        ThreadState::Running
+    } else if td.has(tdf::SLEEPING) {
+        ThreadState::Sleeping
+    } else if !td.tok_blocked.get().is_null() {
+        ThreadState::TokenWait
+    } else {
+        ThreadState::Runnable
+    };
+    let wmesg = match state {
+        ThreadState::Sleeping | ThreadState::TokenWait => td.wmesg.get(),
+        _ => "",
+    };
+    ThreadInfo {
+        id: ThreadId::from_raw(td.id.get()),
+        cpu: cpu.id,
+        name: td.name().map(str::to_owned),
+        priority: Priority::new(td.pri.get()).unwrap_or_default(),
+        state,
+        wmesg,
+    }
+}
+
+struct Collect {
+    out: Mutex<Vec<ThreadInfo>>,
+    left: AtomicUsize,
+    os_waiter: Mutex<Option<std::thread::Thread>>,
+}
+
+fn request(shared: &Arc<Shared>, from: Option<&Cpu>) -> Arc<Collect> {
+    let n = shared.ncpus();
+    let c = Arc::new(Collect {
+        out: Mutex::new(Vec::new()),
+        left: AtomicUsize::new(n),
+        os_waiter: Mutex::new(Some(std::thread::current())),
+    });
+    for id in 0..n {
+        let c2 = c.clone();
+        let msg = IpiMsg::Call(Box::new(move |cpu: &Cpu| {
+            let mut v = Vec::new();
+            cpu.for_each_thread(|td| v.push(describe(cpu, td)));
+            c2.out.lock().unwrap_or_else(|e| e.into_inner()).extend(v);
+            if c2.left.fetch_sub(1, Ordering::SeqCst) == 1 {
+                crate::wakeup(&*c2);
+                if let Some(t) = c2
+                    .os_waiter
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                {
+                    t.unpark();
+                }
+            }
+        }));
+        match from {
+            Some(cpu) => cpu.send(id, msg),
+            None => {
+                if shared.send_external(id, msg).is_err() {
+                    c.left.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+    c
+}
+
+fn finish(c: &Collect) -> Vec<ThreadInfo> {
+    let mut v = std::mem::take(&mut *c.out.lock().unwrap_or_else(|e| e.into_inner()));
+    v.sort_by_key(|i| (i.cpu, i.id));
+    v
+}
+
+impl ThreadInfo {
+    /// Lists every thread of the calling thread's runtime (sleeping while
+    /// the other CPUs answer).
+    pub fn collect(td: &mut CurThread) -> Vec<ThreadInfo> {
+        let c = {
+            let cpu = td.cpu_ref();
+            request(&cpu.shared.clone(), Some(cpu))
+        };
+        while c.left.load(Ordering::SeqCst) != 0 {
+            td.sleep_interlock(&*c);
+            if c.left.load(Ordering::SeqCst) == 0 {
+                td.sleep_remove();
+                break;
+            }
+            if td.sleep(&*c, Sleep::default().wmesg("ps")).is_err() {
+                break;
+            }
+        }
+        finish(&c)
+    }
+}
+
+impl Handle {
+    /// Lists every thread of the runtime, from a plain OS thread (which
+    /// blocks until every CPU has answered). From an lwkt thread use
+    /// [`ThreadInfo::collect`].
+    ///
+    /// # Panics
+    /// When called from a thread of this runtime (it would block its CPU).
+    pub fn threads(&self) -> Vec<ThreadInfo> {
+        if current_cpu().is_some_and(|c| Arc::ptr_eq(&c.shared, &self.shared)) {
+            panic!(
+                "lwkt: Handle::threads called from inside the runtime; use ThreadInfo::collect(td)"
+            );
+        }
+        let c = request(&self.shared, None);
+        while c.left.load(Ordering::SeqCst) != 0 {
+            std::thread::park_timeout(std::time::Duration::from_millis(10));
+            if self.shared.shutdown.load(Ordering::Acquire) {
+                break;
+            }
+        }
+        finish(&c)
+    }
+}

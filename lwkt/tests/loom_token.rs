@@ -1,0 +1,161 @@
+//! Model checks the token word protocol (exclusive, shared, try, release,
+//! the exclusive-request bit, downgrade) with loom over every interleaving
+//! of 2-3 threads. Run with `RUSTFLAGS="--cfg loom" cargo test -p lwkt
+//! --release --test loom_token`.
+#![cfg(loom)]
+
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::Arc;
+use loom::thread;
+
+use lwkt::__loom::{Try, Word, EXCLREQ, EXCLUSIVE};
+
+/// Spins (yielding to the model) until `f` acquires.
+fn until(f: impl Fn() -> Try) {
+    while f() != Try::Acquired {
+        thread::yield_now();
+    }
+}
+
+#[test]
+fn exclusive_holders_exclude_each_other() {
+    loom::model(|| {
+        let w = Arc::new(Word::new());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let ths: Vec<_> = (1..=2usize)
+            .map(|me| {
+                let (w, inside) = (w.clone(), inside.clone());
+                thread::spawn(move || {
+                    until(|| w.try_exclusive(me, true));
+                    assert_eq!(
+                        inside.fetch_add(1, Ordering::Relaxed),
+                        0,
+                        "two exclusive holders"
+                    );
+                    inside.fetch_sub(1, Ordering::Relaxed);
+                    w.release_exclusive();
+                })
+            })
+            .collect();
+        for t in ths {
+            t.join().unwrap();
+        }
+        assert_eq!(w.count.load(Ordering::Relaxed) & !EXCLREQ, 0);
+        assert_eq!(w.owner.load(Ordering::Relaxed), 0);
+    });
+}
+
+#[test]
+fn shared_and_exclusive_never_overlap() {
+    loom::model(|| {
+        let w = Arc::new(Word::new());
+        let readers = Arc::new(AtomicUsize::new(0));
+        let writer = Arc::new(AtomicUsize::new(0));
+        let r = {
+            let (w, readers, writer) = (w.clone(), readers.clone(), writer.clone());
+            thread::spawn(move || {
+                until(|| w.try_shared(1, false));
+                readers.fetch_add(1, Ordering::Relaxed);
+                assert_eq!(writer.load(Ordering::Relaxed), 0, "shared during exclusive");
+                readers.fetch_sub(1, Ordering::Relaxed);
+                w.release_shared();
+            })
+        };
+        until(|| w.try_exclusive(2, true));
+        writer.store(1, Ordering::Relaxed);
+        assert_eq!(
+            readers.load(Ordering::Relaxed),
+            0,
+            "exclusive during shared"
+        );
+        writer.store(0, Ordering::Relaxed);
+        w.release_exclusive();
+        r.join().unwrap();
+        assert_eq!(w.count.load(Ordering::Relaxed) & !EXCLREQ, 0);
+    });
+}
+
+#[test]
+fn try_never_sets_the_request_bit_and_recursion_is_detected() {
+    loom::model(|| {
+        let w = Arc::new(Word::new());
+        assert_eq!(w.try_exclusive(1, false), Try::Acquired);
+        assert_eq!(w.try_exclusive(1, false), Try::Recursive);
+        assert_eq!(w.try_shared(1, true), Try::Recursive);
+        let other = {
+            let w = w.clone();
+            thread::spawn(move || (w.try_exclusive(2, false), w.try_shared(2, false)))
+        };
+        let (x, s) = other.join().unwrap();
+        assert_eq!(x, Try::Busy);
+        assert_eq!(s, Try::Busy);
+        assert_eq!(
+            w.count.load(Ordering::Relaxed),
+            EXCLUSIVE,
+            "a try must not set EXCLREQ"
+        );
+        w.release_exclusive();
+    });
+}
+
+#[test]
+fn exclusive_request_holds_back_new_single_token_shared_requests() {
+    loom::model(|| {
+        let w = Arc::new(Word::new());
+        // Thread 1 holds it shared.
+        assert_eq!(w.try_shared(1, true), Try::Acquired);
+        // Thread 2 asks exclusively, blocking: the request bit goes up.
+        assert_eq!(w.try_exclusive(2, true), Try::Busy);
+        assert_ne!(w.count.load(Ordering::Relaxed) & EXCLREQ, 0);
+        let late = {
+            let w = w.clone();
+            // A new shared requester that honours the bit stays out; one
+            // that may ignore it (holds other tokens) gets in.
+            thread::spawn(move || (w.try_shared(3, true), w.try_shared(4, false)))
+        };
+        let (honouring, ignoring) = late.join().unwrap();
+        assert_eq!(honouring, Try::Busy);
+        assert_eq!(ignoring, Try::Acquired);
+        let releaser = {
+            let w = w.clone();
+            thread::spawn(move || {
+                w.release_shared();
+                w.release_shared();
+            })
+        };
+        until(|| w.try_exclusive(2, true));
+        releaser.join().unwrap();
+        assert_eq!(
+            w.count.load(Ordering::Relaxed),
+            EXCLUSIVE,
+            "acquisition clears EXCLREQ"
+        );
+        w.release_exclusive();
+    });
+}
+
+#[test]
+fn downgrade_keeps_exclusive_requesters_out_until_release() {
+    loom::model(|| {
+        let w = Arc::new(Word::new());
+        assert_eq!(w.try_exclusive(1, true), Try::Acquired);
+        let done = Arc::new(AtomicUsize::new(0));
+        let x = {
+            let (w, done) = (w.clone(), done.clone());
+            thread::spawn(move || {
+                until(|| w.try_exclusive(2, true));
+                assert_eq!(
+                    done.load(Ordering::Relaxed),
+                    1,
+                    "got in before the shared release"
+                );
+                w.release_exclusive();
+            })
+        };
+        w.downgrade(1);
+        assert_eq!(w.shared_count(), 1);
+        done.store(1, Ordering::Relaxed);
+        w.release_shared();
+        x.join().unwrap();
+    });
+}
