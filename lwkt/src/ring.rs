@@ -10,6 +10,9 @@
 //!    out of the slot, then free it by storing `head + 1` (Release).
 //! 4. `len` may be read by anyone; it is exact for the producer's and the
 //!    consumer's own view and a snapshot for others.
+//! 5. Each side keeps a private copy of the other side's index and reads
+//!    the shared one only when its copy says the ring is full (producer)
+//!    or empty (consumer), so the steady state moves fewer cache lines.
 //!
 //! A slot is owned by the producer from the moment the consumer's Release
 //! of `head` passes it until the producer's Release of `tail` covers it, and
@@ -28,17 +31,20 @@ use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
 
 /// A bounded SPSC queue of `T`.
 pub struct Ring<T> {
-    /// Next slot to read. Written by the consumer only.
-    head: CachePadded<AtomicUsize>,
-    /// Next slot to write. Written by the producer only.
-    tail: CachePadded<AtomicUsize>,
+    /// Next slot to read (written by the consumer only), and the
+    /// consumer's copy of `tail`.
+    head: CachePadded<(AtomicUsize, UnsafeCell<usize>)>,
+    /// Next slot to write (written by the producer only), and the
+    /// producer's copy of `head`.
+    tail: CachePadded<(AtomicUsize, UnsafeCell<usize>)>,
     slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
     mask: usize,
 }
 
 // SAFETY: values of T move from the producer's thread to the consumer's, so
 // T: Send is required and enough; slots are never shared between the two
-// (see the protocol in the module header).
+// (see the protocol in the module header), and each private index copy is
+// touched by one side only.
 unsafe impl<T: Send> Send for Ring<T> {}
 // SAFETY: as above; the producer and consumer use `&Ring` from two threads,
 // and each slot is accessed by one side at a time.
@@ -55,8 +61,8 @@ impl<T> Ring<T> {
             .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
             .collect();
         Ring {
-            head: CachePadded::new(AtomicUsize::new(0)),
-            tail: CachePadded::new(AtomicUsize::new(0)),
+            head: CachePadded::new((AtomicUsize::new(0), UnsafeCell::new(0))),
+            tail: CachePadded::new((AtomicUsize::new(0), UnsafeCell::new(0))),
             slots,
             mask: capacity - 1,
         }
@@ -71,8 +77,30 @@ impl<T> Ring<T> {
     /// producer or the consumer).
     #[inline]
     pub fn len(&self) -> usize {
-        let tail = self.tail.load(Ordering::Acquire);
-        let head = self.head.load(Ordering::Acquire);
+        let tail = self.tail.0.load(Ordering::Acquire);
+        let head = self.head.0.load(Ordering::Acquire);
+        tail.wrapping_sub(head)
+    }
+
+    /// The producer's view of how many values are queued: exact or an
+    /// overestimate (never less than the truth), refreshed from the
+    /// consumer's index when it looks more than half full.
+    ///
+    /// # Safety
+    /// Producer only (same contract as [`push`](Self::push)).
+    #[inline]
+    pub unsafe fn producer_len(&self) -> usize {
+        let tail = self.tail.0.load(Ordering::Relaxed);
+        // SAFETY: the producer's private copy; only the producer (the
+        // caller, per the contract) touches it.
+        let cached = self.tail.1.with_mut(|p| unsafe { *p });
+        let n = tail.wrapping_sub(cached);
+        if n <= self.capacity() / 2 {
+            return n;
+        }
+        let head = self.head.0.load(Ordering::Acquire);
+        // SAFETY: as above.
+        self.tail.1.with_mut(|p| unsafe { *p = head });
         tail.wrapping_sub(head)
     }
 
@@ -89,17 +117,24 @@ impl<T> Ring<T> {
     /// on the same ring may run concurrently.
     #[inline]
     pub unsafe fn push(&self, v: T) -> Result<(), T> {
-        let tail = self.tail.load(Ordering::Relaxed);
-        let head = self.head.load(Ordering::Acquire);
+        let tail = self.tail.0.load(Ordering::Relaxed);
+        // SAFETY: the producer's private copy of head; only the producer
+        // (the caller, per the contract) touches it.
+        let mut head = self.tail.1.with_mut(|p| unsafe { *p });
         if tail.wrapping_sub(head) > self.mask {
-            return Err(v);
+            head = self.head.0.load(Ordering::Acquire);
+            // SAFETY: as above.
+            self.tail.1.with_mut(|p| unsafe { *p = head });
+            if tail.wrapping_sub(head) > self.mask {
+                return Err(v);
+            }
         }
         self.slots[tail & self.mask].with_mut(|p| {
             // SAFETY: the slot is free (head has passed it, Acquire above)
             // and only this producer writes slots (caller's contract).
             unsafe { (*p).write(v) };
         });
-        self.tail.store(tail.wrapping_add(1), Ordering::Release);
+        self.tail.0.store(tail.wrapping_add(1), Ordering::Release);
         Ok(())
     }
 
@@ -110,10 +145,17 @@ impl<T> Ring<T> {
     /// the same ring may run concurrently.
     #[inline]
     pub unsafe fn pop(&self) -> Option<T> {
-        let head = self.head.load(Ordering::Relaxed);
-        let tail = self.tail.load(Ordering::Acquire);
+        let head = self.head.0.load(Ordering::Relaxed);
+        // SAFETY: the consumer's private copy of tail; only the consumer
+        // (the caller, per the contract) touches it.
+        let mut tail = self.head.1.with_mut(|p| unsafe { *p });
         if head == tail {
-            return None;
+            tail = self.tail.0.load(Ordering::Acquire);
+            // SAFETY: as above.
+            self.head.1.with_mut(|p| unsafe { *p = tail });
+            if head == tail {
+                return None;
+            }
         }
         let v = self.slots[head & self.mask].with_mut(|p| {
             // SAFETY: the slot was published by the producer's Release of
@@ -121,7 +163,7 @@ impl<T> Ring<T> {
             // read exactly once before head moves past it.
             unsafe { (*p).assume_init_read() }
         });
-        self.head.store(head.wrapping_add(1), Ordering::Release);
+        self.head.0.store(head.wrapping_add(1), Ordering::Release);
         Some(v)
     }
 }

@@ -94,11 +94,16 @@ impl Shared {
     #[inline]
     pub(crate) fn signal(&self, src: usize, dst: usize) {
         let cs = &self.cpus[dst];
-        let w = src / 64;
-        let old = cs.pending[w].fetch_or(1 << (src % 64), Ordering::SeqCst);
-        if old == 0 {
+        if self.ncpus() <= attn::DIRECT_MAX {
             cs.attention
-                .fetch_or(1 << (attn::WORD_SHIFT + w as u32), Ordering::SeqCst);
+                .fetch_or(1 << (attn::SRC_SHIFT + src as u32), Ordering::SeqCst);
+        } else {
+            let w = src / 64;
+            let old = cs.pending[w].fetch_or(1 << (src % 64), Ordering::SeqCst);
+            if old == 0 {
+                cs.attention
+                    .fetch_or(1 << (attn::SRC_SHIFT + w as u32), Ordering::SeqCst);
+            }
         }
         let stats = &self.cpus[src].stats;
         if cs.notify() {
@@ -129,8 +134,11 @@ impl Shared {
     }
 
     pub(crate) fn set_sleeper_bit(&self, bucket: usize, cpu: usize) {
-        self.sleep_masks[bucket * self.mask_words + cpu / 64]
-            .fetch_or(1 << (cpu % 64), Ordering::SeqCst);
+        let w = &self.sleep_masks[bucket * self.mask_words + cpu / 64];
+        // Only `cpu` itself clears its bit, so a set bit stays set.
+        if w.load(Ordering::Relaxed) & (1 << (cpu % 64)) == 0 {
+            w.fetch_or(1 << (cpu % 64), Ordering::SeqCst);
+        }
     }
 
     pub(crate) fn clear_sleeper_bit(&self, bucket: usize, cpu: usize) {

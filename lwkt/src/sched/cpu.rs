@@ -39,11 +39,18 @@ use crate::stats::Counters;
 /// |-------|------|-----------------------------|----------------------------|
 /// | 0     | TICK | the runtime's clock thread  | a scheduler tick passed    |
 /// | 1     | EXT  | senders outside the runtime | the external queue has work|
-/// | 2..64 | WORD | CPU senders                 | `pending[bit-2]` is nonzero|
+/// | 2..64 | SRC  | CPU senders                 | with at most `DIRECT_MAX`  |
+/// |       |      |                             | CPUs: the FIFO from CPU    |
+/// |       |      |                             | `bit-2` has work; with     |
+/// |       |      |                             | more: `pending[bit-2]` is  |
+/// |       |      |                             | nonzero (two levels)       |
 pub(crate) mod attn {
     pub(crate) const TICK: u64 = 1 << 0;
     pub(crate) const EXT: u64 = 1 << 1;
-    pub(crate) const WORD_SHIFT: u32 = 2;
+    pub(crate) const SRC_SHIFT: u32 = 2;
+    /// Up to this many CPUs, each source has its own attention bit: one
+    /// atomic per IPI instead of two.
+    pub(crate) const DIRECT_MAX: usize = 62;
     /// Words of source bits one attention word can summarise.
     pub(crate) const MAX_WORDS: usize = 62;
 }
@@ -62,15 +69,19 @@ pub(crate) enum IpiMsg {
     Interrupt { tid: u64 },
 }
 
-/// The part of a CPU other threads may touch.
+/// The part of a CPU other threads may touch. `attention` and `parked`
+/// share the first cache line (the whole struct is cache-line aligned in
+/// `Shared::cpus`): a sender sets one and then reads the other, so one
+/// line transfer serves both.
+#[repr(C)]
 pub(crate) struct CpuShared {
     /// Work flags, see [`attn`]. Any thread sets bits; the owner clears.
-    pub(crate) attention: CachePadded<AtomicU64>,
-    /// One bit per source CPU with queued IPIs. Senders set; owner clears.
-    pub(crate) pending: Box<[AtomicU64]>,
+    pub(crate) attention: AtomicU64,
     /// True while the owner is (about to be) parked. Owner sets; the first
     /// sender to see it true clears it and unparks the OS thread.
-    pub(crate) parked: CachePadded<AtomicBool>,
+    pub(crate) parked: AtomicBool,
+    /// One bit per source CPU with queued IPIs. Senders set; owner clears.
+    pub(crate) pending: Box<[AtomicU64]>,
     /// The OS thread, for unparking. Set once at start.
     pub(crate) os_thread: OnceLock<std::thread::Thread>,
     /// Messages from outside the runtime. Senders lock; owner drains.
@@ -82,9 +93,9 @@ pub(crate) struct CpuShared {
 impl CpuShared {
     pub(crate) fn new(mask_words: usize) -> CpuShared {
         CpuShared {
-            attention: CachePadded::new(AtomicU64::new(0)),
+            attention: AtomicU64::new(0),
             pending: (0..mask_words).map(|_| AtomicU64::new(0)).collect(),
-            parked: CachePadded::new(AtomicBool::new(false)),
+            parked: AtomicBool::new(false),
             os_thread: OnceLock::new(),
             ext: Mutex::new(VecDeque::new()),
             stats: CachePadded::new(Counters::default()),
@@ -399,25 +410,38 @@ impl Cpu {
                 }
             }
         }
-        let mut words = a >> attn::WORD_SHIFT;
-        while words != 0 {
-            let w = words.trailing_zeros() as usize;
-            words &= words - 1;
-            let mut srcs = cs.pending[w].swap(0, Ordering::SeqCst);
-            while srcs != 0 {
-                let s = w * 64 + srcs.trailing_zeros() as usize;
-                srcs &= srcs - 1;
-                let ring = self.shared.ring(s, self.id);
-                // SAFETY: this CPU's OS thread is the only consumer of the
-                // rings addressed to it; nested calls run sequentially on
-                // this same OS thread, never concurrently.
-                while let Some(m) = unsafe { ring.pop() } {
-                    self.handle_ipi(m);
+        let mut bits = a >> attn::SRC_SHIFT;
+        if self.shared.ncpus() <= attn::DIRECT_MAX {
+            while bits != 0 {
+                let s = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                self.drain_ring(s);
+            }
+        } else {
+            while bits != 0 {
+                let w = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let mut srcs = cs.pending[w].swap(0, Ordering::SeqCst);
+                while srcs != 0 {
+                    let s = w * 64 + srcs.trailing_zeros() as usize;
+                    srcs &= srcs - 1;
+                    self.drain_ring(s);
                 }
             }
         }
         self.ipi_depth.set(self.ipi_depth.get() - 1);
         a & attn::TICK != 0
+    }
+
+    #[inline]
+    fn drain_ring(&self, src: usize) {
+        let ring = self.shared.ring(src, self.id);
+        // SAFETY: this CPU's OS thread is the only consumer of the rings
+        // addressed to it; nested calls run sequentially on this same OS
+        // thread, never concurrently.
+        while let Some(m) = unsafe { ring.pop() } {
+            self.handle_ipi(m);
+        }
     }
 
     fn handle_ipi(&self, m: IpiMsg) {
@@ -449,7 +473,8 @@ impl Cpu {
         }
         let ring = self.shared.ring(self.id, target);
         let mut m = m;
-        if ring.len() > ring.capacity() / 2 {
+        // SAFETY: this CPU's OS thread is the only producer of its rings.
+        if unsafe { ring.producer_len() } > ring.capacity() / 2 {
             self.wait_for_room(ring, target);
         }
         loop {
@@ -535,7 +560,10 @@ impl Cpu {
                 td.set(tdf::WOKEN);
             }
         });
-        if empty {
+        // Clear our bit in the bucket mask only after a visit found nobody
+        // (a stale bit costs one wasted IPI; clearing and re-setting it on
+        // every sleep would bounce the mask's cache line between CPUs).
+        if empty && !found {
             self.shared.clear_sleeper_bit(bucket_of(chan), self.id);
         }
         found

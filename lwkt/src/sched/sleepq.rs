@@ -2,8 +2,8 @@
 //!
 //! A CPU keeps its own sleepers; the runtime keeps, per bucket, a mask of
 //! the CPUs that may have sleepers there, so a wakeup signals only those
-//! CPUs. A CPU sets its bit when a bucket goes from empty to non-empty and
-//! clears it when a wakeup scan finds the bucket empty.
+//! CPUs. A CPU sets its bit when it queues a sleeper in a bucket (if it is
+//! not already set) and clears it when a wakeup visit finds nobody there.
 
 use std::cell::Cell;
 use std::ptr;
