@@ -47,6 +47,10 @@ pub enum Error {
     OsThread(io::Error),
     /// The runtime has been shut down.
     Shutdown,
+    /// A thread operation needs a descheduled (parked) thread.
+    NotDescheduled,
+    /// The thread has exited.
+    NoSuchThread,
 }
 
 /// What ran out when a stack could not be mapped.
@@ -99,6 +103,12 @@ impl fmt::Display for Error {
             },
             Error::OsThread(e) => write!(f, "cannot start an OS thread for a CPU: {e}"),
             Error::Shutdown => write!(f, "the runtime has been shut down"),
+            Error::NotDescheduled => write!(
+                f,
+                "the thread is not descheduled (it is running, runnable or asleep); \
+                 only a parked thread can be pulled to another CPU"
+            ),
+            Error::NoSuchThread => write!(f, "the thread has exited"),
         }
     }
 }

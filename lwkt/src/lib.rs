@@ -36,6 +36,8 @@ mod sync;
 #[cfg(not(loom))]
 mod thread;
 #[cfg(not(loom))]
+mod thread_ref;
+#[cfg(not(loom))]
 mod token;
 #[cfg(loom)]
 #[path = "token/word.rs"]
@@ -58,6 +60,8 @@ pub use stack::{current_map_count, max_map_count, DEFAULT_STACK_SIZE, MIN_STACK_
 pub use stats::{CpuStats, Stats};
 #[cfg(not(loom))]
 pub use thread::{wakeup, wakeup_one, CurThread, JoinHandle, Sleep, ThreadBuilder, ThreadId};
+#[cfg(not(loom))]
+pub use thread_ref::{CritSection, ThreadRef};
 #[cfg(not(loom))]
 pub use token::{
     pool_token, SharedTokenGuard, Token, TokenGuard, TokenMut, TokenRef, MAX_TOKENS, POOL_TOKENS,

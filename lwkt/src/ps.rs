@@ -26,6 +26,10 @@ pub enum ThreadState {
     TokenWait,
     /// Asleep on a wait channel.
     Sleeping,
+    /// Descheduled (`park`, `deschedule`): runs only when scheduled.
+    Parked,
+    /// On its CPU, but an interrupt thread preempted it.
+    Preempted,
 }
 
 impl fmt::Display for ThreadState {
@@ -35,6 +39,8 @@ impl fmt::Display for ThreadState {
             ThreadState::Runnable => "RUN",
             ThreadState::TokenWait => "TOKWAIT",
             ThreadState::Sleeping => "SLEEP",
+            ThreadState::Parked => "PARKED",
+            ThreadState::Preempted => "PREEMPT",
         })
     }
 }
@@ -76,6 +82,10 @@ impl fmt::Display for ThreadInfo {
 fn describe(cpu: &Cpu, td: &Thread) -> ThreadInfo {
     let state = if td.has(tdf::RUNNING) {
         ThreadState::Running
+    } else if td.has(tdf::PREEMPTED) {
+        ThreadState::Preempted
+    } else if td.has(tdf::PARKED) {
+        ThreadState::Parked
     } else if td.has(tdf::SLEEPING) {
         ThreadState::Sleeping
     } else if !td.tok_blocked.get().is_null() {
@@ -84,7 +94,7 @@ fn describe(cpu: &Cpu, td: &Thread) -> ThreadInfo {
         ThreadState::Runnable
     };
     let wmesg = match state {
-        ThreadState::Sleeping | ThreadState::TokenWait => td.wmesg.get(),
+        ThreadState::Sleeping | ThreadState::TokenWait | ThreadState::Parked => td.wmesg.get(),
         _ => "",
     };
     ThreadInfo {

@@ -290,6 +290,8 @@ pub(crate) fn wakeup_addr(chan: usize, one: bool) {
     let here = current_cpu();
     if let Some(cpu) = here {
         cpu.shared.wakeup(Some(cpu), chan, one);
+        // Waking a local interrupt thread preempts the caller now.
+        cpu.preempt_check();
         if LIVE_RUNTIMES.load(Ordering::SeqCst) <= 1 {
             return;
         }
@@ -571,15 +573,24 @@ impl Drop for Runtime {
         if let Some(c) = self.clock.take() {
             let _ = c.join();
         }
-        // Drop messages nobody will process (their destructors run here).
-        for cs in self.shared.cpus.iter() {
-            cs.ext.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        }
-        for r in self.shared.rings.iter() {
-            // SAFETY: every CPU thread has been joined: this is the only
-            // thread touching the rings now.
-            while unsafe { r.pop() }.is_some() {}
-        }
+        // Messages nobody processed: threads in flight and remote spawns
+        // are cancelled on a last stand-in CPU; the rest are dropped.
+        let shared = self.shared.clone();
+        let take = move || {
+            let mut v = Vec::new();
+            for cs in shared.cpus.iter() {
+                v.extend(cs.ext.lock().unwrap_or_else(|e| e.into_inner()).drain(..));
+            }
+            for r in shared.rings.iter() {
+                // SAFETY: every CPU thread has been joined: this is the
+                // only thread touching the rings now.
+                while let Some(m) = unsafe { r.pop() } {
+                    v.push(m);
+                }
+            }
+            v
+        };
+        Cpu::new(0, self.shared.clone()).cleanup(take);
         registry_remove(&self.shared);
         if panicked && !std::thread::panicking() {
             panic!("lwkt: a CPU's scheduler panicked during shutdown");

@@ -55,6 +55,10 @@ pub(crate) struct Counters {
     pub(crate) tok_ordered: Counter,
     pub(crate) tok_skips: Counter,
     pub(crate) tok_blocks: Counter,
+    pub(crate) migrations: Counter,
+    pub(crate) preempt_hits: Counter,
+    pub(crate) preempt_misses: Counter,
+    pub(crate) preempt_weird: Counter,
 }
 
 impl Counters {
@@ -74,6 +78,10 @@ impl Counters {
             token_ordered_passes: self.tok_ordered.get(),
             token_skips: self.tok_skips.get(),
             token_blocks: self.tok_blocks.get(),
+            migrations: self.migrations.get(),
+            preempt_hits: self.preempt_hits.get(),
+            preempt_misses: self.preempt_misses.get(),
+            preempt_weird: self.preempt_weird.get(),
         }
     }
 }
@@ -113,6 +121,18 @@ pub struct CpuStats {
     pub token_skips: u64,
     /// Acquisitions that spun out and switched away to wait.
     pub token_blocks: u64,
+    /// Threads this CPU handed to another CPU.
+    pub migrations: u64,
+    /// Interrupt threads that preempted the running thread
+    /// (`preempt_hit`).
+    pub preempt_hits: u64,
+    /// Preemptions not done: the running thread was in a critical section,
+    /// or the target held tokens or was no longer more urgent
+    /// (`preempt_miss`).
+    pub preempt_misses: u64,
+    /// Preemption candidates that had already run or left the run queue
+    /// by the time it was safe (`preempt_weird`).
+    pub preempt_weird: u64,
 }
 
 impl std::ops::Add for CpuStats {
@@ -133,6 +153,10 @@ impl std::ops::Add for CpuStats {
             token_ordered_passes: self.token_ordered_passes + o.token_ordered_passes,
             token_skips: self.token_skips + o.token_skips,
             token_blocks: self.token_blocks + o.token_blocks,
+            migrations: self.migrations + o.migrations,
+            preempt_hits: self.preempt_hits + o.preempt_hits,
+            preempt_misses: self.preempt_misses + o.preempt_misses,
+            preempt_weird: self.preempt_weird + o.preempt_weird,
         }
     }
 }

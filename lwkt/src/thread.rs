@@ -9,7 +9,7 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use crate::error::{Error, Panicked, SleepError};
 use crate::priority::Priority;
 use crate::runtime::{wakeup_addr, Handle, Shared};
 use crate::sched::cpu::{current_cpu, Cpu, IpiMsg};
-use crate::sched::td::{tdf, PacketCtl, TdPtr, Wake, Yld};
+use crate::sched::td::{tdf, Ctl, PacketCtl, TdPtr, Wake, Yld};
 use crate::stack::{Stack, MIN_STACK_SIZE};
 
 /// A thread's identity, unique within its runtime.
@@ -166,6 +166,12 @@ impl CurThread {
     }
 
     /// Switches back to the scheduler (the bottom of `lwkt_switch`).
+    /// Switches out without re-queueing (the caller arranged where the
+    /// thread goes next).
+    pub(crate) fn switch_out_raw(&mut self) {
+        self.switch_out();
+    }
+
     #[inline]
     fn switch_out(&mut self) {
         let td = self.td.td();
@@ -190,8 +196,13 @@ impl CurThread {
         if self.cancelled() {
             return;
         }
-        let pri = self.td.td().pri.get();
-        if cpu.runq.highest().is_some_and(|h| h >= pri) || self.shutdown_requested() {
+        cpu.preempt_check();
+        let td = self.td.td();
+        let pri = td.pri.get();
+        if cpu.runq.highest().is_some_and(|h| h >= pri)
+            || td.has(tdf::DESCHED)
+            || self.shutdown_requested()
+        {
             self.requeue_and_switch();
         }
     }
@@ -216,13 +227,16 @@ impl CurThread {
         let cpu = self.cpu_ref();
         let tick = cpu.poll_attention();
         cpu.expire_timers();
+        cpu.preempt_check();
         if self.cancelled() {
             return;
         }
         let pri = self.td.td().pri.get();
         match cpu.runq.highest() {
             Some(h) if h > pri || (tick && h == pri) => self.requeue_and_switch(),
-            _ if self.shutdown_requested() => self.requeue_and_switch(),
+            _ if self.td.td().has(tdf::DESCHED) || self.shutdown_requested() => {
+                self.requeue_and_switch()
+            }
             _ => {}
         }
     }
@@ -244,7 +258,35 @@ impl CurThread {
         let cpu = self.cpu_ref();
         let td = self.td.td();
         td.clear(tdf::RUNNING);
-        cpu.make_runnable(self.td);
+        if td.has(tdf::DESCHED) {
+            // A deschedule() arrived while we ran: park instead.
+            td.clear(tdf::DESCHED);
+            td.set(tdf::PARKED);
+        } else {
+            cpu.make_runnable(self.td);
+        }
+        self.switch_out();
+    }
+
+    /// Raw deschedule of the current thread (`lwkt_deschedule_self` +
+    /// `lwkt_switch`): it runs again only after an explicit
+    /// [`ThreadRef::schedule`](crate::ThreadRef::schedule). Like
+    /// `std::thread::park`, a `schedule` that arrived while the thread was
+    /// running is remembered and makes this return at once. Wakeups on wait
+    /// channels do not end a park.
+    #[doc(alias = "lwkt_deschedule_self")]
+    pub fn park(&mut self) {
+        let td = self.td.td();
+        if td.has(tdf::PERMIT) {
+            td.clear(tdf::PERMIT);
+            return;
+        }
+        if self.cancelled() {
+            return;
+        }
+        td.clear(tdf::RUNNING | tdf::DESCHED);
+        td.set(tdf::PARKED);
+        td.wmesg.set("park");
         self.switch_out();
     }
 
@@ -294,7 +336,11 @@ impl CurThread {
         if self.cancelled() {
             return Err(SleepError::Interrupted);
         }
-        if opts.interruptible && td.packet().is_some_and(|p| p.take_interrupt()) {
+        if opts.interruptible
+            && td
+                .ctl()
+                .is_some_and(|c| c.interrupt.swap(false, Ordering::AcqRel))
+        {
             self.sleep_remove();
             return Err(SleepError::Interrupted);
         }
@@ -386,15 +432,12 @@ mod pk {
 }
 
 pub(crate) struct Packet<T> {
+    ctl: Ctl,
     state: AtomicU8,
-    interrupt: AtomicBool,
     /// Written once by the thread before DONE is published (Release);
     /// read once by the joiner after seeing DONE (Acquire).
     result: UnsafeCell<Option<Result<T, Panicked>>>,
     os_waiter: Mutex<Option<std::thread::Thread>>,
-    shared: Arc<Shared>,
-    tid: u64,
-    cpu: usize,
 }
 
 // SAFETY: the result slot is handed from the thread to the joiner through
@@ -404,6 +447,15 @@ unsafe impl<T: Send> Sync for Packet<T> {}
 unsafe impl<T: Send> Send for Packet<T> {}
 
 impl<T> Packet<T> {
+    fn new(shared: Arc<Shared>, tid: u64, cpu: usize) -> Arc<Packet<T>> {
+        Arc::new(Packet {
+            ctl: Ctl::new(shared, tid, cpu),
+            state: AtomicU8::new(0),
+            result: UnsafeCell::new(None),
+            os_waiter: Mutex::new(None),
+        })
+    }
+
     fn complete(&self, r: Result<T, Panicked>) {
         // SAFETY: only the thread writes the slot, once, before DONE.
         unsafe { *self.result.get() = Some(r) };
@@ -439,9 +491,13 @@ impl<T> Packet<T> {
     }
 }
 
-impl<T> PacketCtl for Packet<T> {
-    fn take_interrupt(&self) -> bool {
-        self.interrupt.swap(false, Ordering::AcqRel)
+impl<T: Send> PacketCtl for Packet<T> {
+    fn ctl(&self) -> &Ctl {
+        &self.ctl
+    }
+
+    fn finished(&self) -> bool {
+        self.state.load(Ordering::Acquire) & pk::DONE != 0
     }
 
     fn cancel(&self) {
@@ -470,7 +526,7 @@ impl<T: Send + 'static> fmt::Debug for JoinHandle<T> {
 impl<T: Send + 'static> JoinHandle<T> {
     /// The thread's id.
     pub fn id(&self) -> ThreadId {
-        ThreadId(self.packet.tid)
+        ThreadId(self.packet.ctl.tid)
     }
 
     /// Whether the thread has finished (or was cancelled).
@@ -505,7 +561,7 @@ impl<T: Send + 'static> JoinHandle<T> {
     /// whole CPU; use [`join`](Self::join) there.
     pub fn join_blocking(self) -> Result<T, Panicked> {
         let p = &*self.packet;
-        if current_cpu().is_some_and(|c| Arc::ptr_eq(&c.shared, &p.shared)) {
+        if current_cpu().is_some_and(|c| Arc::ptr_eq(&c.shared, &p.ctl.shared)) {
             panic!("lwkt: join_blocking called from a thread of the same runtime; use join(td)");
         }
         *p.os_waiter.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
@@ -519,15 +575,13 @@ impl<T: Send + 'static> JoinHandle<T> {
     /// Asks the thread to interrupt its current or next interruptible
     /// sleep, which then returns [`SleepError::Interrupted`].
     pub fn interrupt(&self) {
-        let p = &*self.packet;
-        p.interrupt.store(true, Ordering::Release);
-        let m = IpiMsg::Interrupt { tid: p.tid };
-        match current_cpu() {
-            Some(c) if Arc::ptr_eq(&c.shared, &p.shared) => c.send(p.cpu, m),
-            _ => {
-                let _ = p.shared.send_external(p.cpu, m);
-            }
-        }
+        self.thread().interrupt();
+    }
+
+    /// A reference to the thread for explicit scheduling (`lwkt_hold`):
+    /// it stays valid (and harmless) after the thread exits.
+    pub fn thread(&self) -> crate::ThreadRef {
+        crate::ThreadRef::from_packet(self.packet.clone() as Arc<dyn PacketCtl>)
     }
 }
 
@@ -543,6 +597,7 @@ pub struct ThreadBuilder {
     cpu: Option<usize>,
     priority: Option<Priority>,
     stack_size: Option<usize>,
+    interrupt: bool,
 }
 
 impl ThreadBuilder {
@@ -570,6 +625,15 @@ impl ThreadBuilder {
         self
     }
 
+    /// Makes an interrupt-class thread (`TDF_INTTHREAD`): its priority is
+    /// raised to at least [`Priority::INT_SUPPORT`], and making it runnable
+    /// on its CPU preempts a lower-priority running thread at once (unless
+    /// that thread is in a critical section, or this one holds tokens).
+    pub fn interrupt(mut self) -> Self {
+        self.interrupt = true;
+        self
+    }
+
     /// Stack size in bytes (at least 16 KiB).
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = Some(bytes);
@@ -593,7 +657,13 @@ impl ThreadBuilder {
             });
         }
         let size = crate::stack::round_stack_size(size).unwrap_or(size);
-        Ok((size, self.priority.unwrap_or_default().get()))
+        let mut pri = self.priority.unwrap_or_default();
+        if self.interrupt && pri < Priority::INT_SUPPORT {
+            pri = Priority::INT_SUPPORT;
+        }
+        // The interrupt flag rides in bit 7 of the priority byte to
+        // create_thread.
+        Ok((size, pri.get() | if self.interrupt { 0x80 } else { 0 }))
     }
 
     /// Spawns from inside the runtime. Placing the thread on another CPU
@@ -611,21 +681,15 @@ impl ThreadBuilder {
         let target = self.cpu.unwrap_or(cpu.id);
         let stack = cpu.alloc_stack(size)?;
         let tid = cpu.alloc_tid();
-        let packet = Arc::new(Packet {
-            state: AtomicU8::new(0),
-            interrupt: AtomicBool::new(false),
-            result: UnsafeCell::new(None),
-            os_waiter: Mutex::new(None),
-            shared: shared.clone(),
-            tid,
-            cpu: target,
-        });
+        let packet = Packet::new(shared.clone(), tid, target);
         let h = JoinHandle {
             packet: packet.clone(),
         };
         let name = self.name.map(String::into_boxed_str);
         if target == cpu.id {
             create_thread(cpu, stack, tid, pri, name, f, packet);
+            // Scheduling an interrupt thread here may preempt us now.
+            cpu.preempt_check();
         } else {
             cpu.send(
                 target,
@@ -652,15 +716,7 @@ impl ThreadBuilder {
         let target = self.cpu.unwrap_or_else(|| shared.pick_cpu());
         let stack = Stack::new(size)?;
         let tid = shared.alloc_ext_tid();
-        let packet = Arc::new(Packet {
-            state: AtomicU8::new(0),
-            interrupt: AtomicBool::new(false),
-            result: UnsafeCell::new(None),
-            os_waiter: Mutex::new(None),
-            shared: shared.clone(),
-            tid,
-            cpu: target,
-        });
+        let packet = Packet::new(shared.clone(), tid, target);
         let h = JoinHandle {
             packet: packet.clone(),
         };
@@ -693,7 +749,10 @@ fn create_thread<F, T>(
     let t = cpu.alloc_thread();
     let td = t.td();
     td.id.set(tid);
-    td.pri.set(pri);
+    td.pri.set(pri & 0x7F);
+    if pri & 0x80 != 0 {
+        td.set(tdf::INTTHREAD);
+    }
     td.stack_size.set(stack.usable_size());
     let pk = packet.clone();
     let coro = Coroutine::with_stack(stack, move |y: &Yld, ()| {
@@ -716,6 +775,7 @@ fn create_thread<F, T>(
     });
     // SAFETY: the structure was just allocated by this CPU and is not
     // running; nothing else refers to these slots.
+    packet.ctl.td.store(t.as_ptr(), Ordering::Release);
     unsafe {
         *td.name.get() = name;
         *td.coro.get() = Some(coro);

@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use corosensei::CoroutineResult;
 use crossbeam_utils::{Backoff, CachePadded};
 
+use super::ops::{Adopt, ThreadOp};
 use super::runq::RunQueue;
 use super::sleepq::{bucket_of, SleepQueues};
 use super::td::{tdf, TdPtr, Thread, Wake};
@@ -65,8 +65,11 @@ pub(crate) enum IpiMsg {
     WakeupOne { chan: usize, stop: usize },
     /// Run a function on the target CPU (remote thread creation).
     Call(Box<dyn FnOnce(&Cpu) + Send>),
-    /// The thread `tid` was asked to interrupt its sleep.
-    Interrupt { tid: u64 },
+    /// A request about one thread (schedule, deschedule, priority,
+    /// interrupt, give away), carried out on the CPU that owns it.
+    Thread(Box<ThreadOp>),
+    /// A thread handed over by another CPU (migration).
+    Adopt(Adopt),
 }
 
 /// The part of a CPU other threads may touch. `attention` and `parked`
@@ -118,10 +121,10 @@ impl CpuShared {
 
 /// A timer-heap entry: wake `td` at `when` if it is still in the sleep
 /// numbered `seq`.
-struct Timer {
+pub(crate) struct Timer {
     when: Instant,
     seq: u64,
-    td: TdPtr,
+    pub(crate) td: TdPtr,
 }
 
 impl PartialEq for Timer {
@@ -188,6 +191,13 @@ pub(crate) struct Cpu {
     /// Head of the list of every thread this CPU owns.
     all: Cell<*mut Thread>,
     next_tid: Cell<u64>,
+    /// A runnable interrupt thread that may preempt the running thread at
+    /// the next safe point (`lwkt_preempt`'s target), or null.
+    pub(crate) preempt_cand: Cell<*mut Thread>,
+    /// Thread requests that arrived before the thread they name. Kept
+    /// boxed as they arrived in IPI messages (and may be forwarded again).
+    #[allow(clippy::vec_box)]
+    pub(crate) deferred_ops: UnsafeCell<Vec<Box<ThreadOp>>>,
     /// Consecutive scheduler passes that found only token-blocked threads.
     token_waits: Cell<u32>,
     /// Nesting depth of `process_ipis` (bounded re-entry from `send`).
@@ -213,6 +223,8 @@ impl Cpu {
             all: Cell::new(ptr::null_mut()),
             next_tid: Cell::new(1),
             token_waits: Cell::new(0),
+            preempt_cand: Cell::new(ptr::null_mut()),
+            deferred_ops: UnsafeCell::new(Vec::new()),
             ipi_depth: Cell::new(0),
             shutting_down: Cell::new(false),
         }
@@ -317,8 +329,9 @@ impl Cpu {
         td.set(tdf::RUNNING);
         self.cur.set(t.as_ptr());
         self.stats().switches.bump();
-        // SAFETY: only the scheduler context touches `coro`, and the
-        // thread is not running (we are in the scheduler context).
+        self.forget_candidate(t);
+        // SAFETY: only the context resuming a thread touches `coro`, and
+        // the thread is not running (we are in the scheduler context).
         let coro = unsafe { &mut *td.coro.get() };
         let res = coro
             .as_mut()
@@ -326,9 +339,7 @@ impl Cpu {
             .resume(());
         self.cur.set(ptr::null_mut());
         td.clear(tdf::RUNNING);
-        if let CoroutineResult::Return(()) = res {
-            self.thread_exited(t);
-        }
+        self.after_switch(t, res);
     }
 
     /// Nothing to run: poll briefly, then park the OS thread until an IPI
@@ -381,10 +392,27 @@ impl Cpu {
 
     /// Processes queued IPIs and external messages. Returns whether a
     /// scheduler tick had been flagged.
+    /// Inside a critical section IPIs wait (they stay flagged and run when
+    /// the section ends).
     #[inline]
     pub(crate) fn poll_attention(&self) -> bool {
         let a = self.cs().attention.load(Ordering::Relaxed);
         if a == 0 {
+            return false;
+        }
+        if let Some(t) = self.current() {
+            if t.td().crit.get() > 0 {
+                return false;
+            }
+        }
+        self.poll_attention_slow()
+    }
+
+    /// Processes IPIs even inside a critical section: a sender waiting for
+    /// room in a FIFO must drain its own, or two CPUs could deadlock.
+    #[inline]
+    fn poll_attention_forced(&self) -> bool {
+        if self.cs().attention.load(Ordering::Relaxed) == 0 {
             return false;
         }
         self.poll_attention_slow()
@@ -458,7 +486,8 @@ impl Cpu {
                 }
             }
             IpiMsg::Call(f) => f(self),
-            IpiMsg::Interrupt { tid } => self.interrupt_local(tid),
+            IpiMsg::Thread(op) => self.thread_op(op),
+            IpiMsg::Adopt(a) => self.adopt(a),
         }
     }
 
@@ -491,7 +520,7 @@ impl Cpu {
                     }
                     m = back;
                     self.shared.signal(self.id, target);
-                    self.poll_attention();
+                    self.poll_attention_forced();
                     std::hint::spin_loop();
                 }
             }
@@ -510,7 +539,7 @@ impl Cpu {
             // Nested waits (a handler that sends) only spin: the upper half
             // of every ring is headroom for them.
             if self.ipi_depth.get() == 0 {
-                self.poll_attention();
+                self.poll_attention_forced();
             }
             backoff.snooze();
         }
@@ -524,6 +553,7 @@ impl Cpu {
     #[inline]
     pub(crate) fn make_runnable(&self, t: TdPtr) {
         self.runq.push_back(t);
+        self.note_candidate(t);
     }
 
     /// Ends a sleep of `t` (or records the wakeup if it has not reached
@@ -574,6 +604,14 @@ impl Cpu {
         if self.sleepq.insert(t, chan) {
             self.shared.set_sleeper_bit(bucket_of(chan), self.id);
         }
+    }
+
+    pub(crate) fn timers_ptr(&self) -> *mut BinaryHeap<Timer> {
+        self.timers.get()
+    }
+
+    pub(crate) fn ntimers_sub(&self, n: usize) {
+        self.ntimers.set(self.ntimers.get() - n);
     }
 
     /// Arms a timeout for the current sleep of `t`.
@@ -631,24 +669,6 @@ impl Cpu {
         }
     }
 
-    fn interrupt_local(&self, tid: u64) {
-        let mut cur = self.all.get();
-        while let Some(t) = TdPtr::from_raw(cur) {
-            let td = t.td();
-            if td.id.get() == tid {
-                if td.has(tdf::SLEEPING) && td.has(tdf::SINTR) {
-                    if let Some(p) = td.packet() {
-                        if p.take_interrupt() {
-                            self.wake(t, Wake::Interrupt);
-                        }
-                    }
-                }
-                return;
-            }
-            cur = td.all_next.get();
-        }
-    }
-
     // ---------------------------------------------------------------
     // Thread creation, exit and caches
     // ---------------------------------------------------------------
@@ -679,6 +699,15 @@ impl Cpu {
         td.timer_refs.set(0);
         td.wchan.set(0);
         td.wmesg.set("");
+        td.crit.set(0);
+        self.link_all(t);
+        self.stats().threads_spawned.bump();
+        t
+    }
+
+    /// Links `t` on this CPU's all-threads list.
+    pub(crate) fn link_all(&self, t: TdPtr) {
+        let td = t.td();
         let head = self.all.get();
         td.all_prev.set(ptr::null_mut());
         td.all_next.set(head);
@@ -686,13 +715,10 @@ impl Cpu {
             h.td().all_prev.set(t.as_ptr());
         }
         self.all.set(t.as_ptr());
-        let s = self.stats();
-        s.threads_alive.bump();
-        s.threads_spawned.bump();
-        t
+        self.stats().threads_alive.bump();
     }
 
-    fn unlink_all(&self, t: TdPtr) {
+    pub(crate) fn unlink_all(&self, t: TdPtr) {
         let td = t.td();
         let (next, prev) = (td.all_next.get(), td.all_prev.get());
         match TdPtr::from_raw(prev) {
@@ -707,7 +733,7 @@ impl Cpu {
 
     /// The thread's coroutine returned: recycle its stack and structure
     /// (`lwkt_exit` / `lwkt_free_thread`).
-    fn thread_exited(&self, t: TdPtr) {
+    pub(crate) fn thread_exited(&self, t: TdPtr) {
         let td = t.td();
         // SAFETY: the coroutine has finished; only the scheduler context
         // touches `coro`.
@@ -735,7 +761,11 @@ impl Cpu {
         if td.has(tdf::RUNQ) {
             self.runq.remove(t);
         }
+        self.forget_candidate(t);
         self.unlink_all(t);
+        if let Some(ctl) = td.ctl() {
+            ctl.td.store(ptr::null_mut(), Ordering::Release);
+        }
         // SAFETY: the thread no longer runs; nothing borrows its packet or
         // name.
         unsafe {
@@ -761,8 +791,9 @@ impl Cpu {
     }
 
     /// Shutdown: unwind every remaining thread's stack so destructors run.
-    fn cancel_all(&self) {
+    pub(crate) fn cancel_all(&self) {
         self.shutting_down.set(true);
+        self.preempt_cand.set(ptr::null_mut());
         while let Some(t) = TdPtr::from_raw(self.all.get()) {
             let td = t.td();
             td.set(tdf::CANCEL);
@@ -772,7 +803,7 @@ impl Cpu {
             if td.has(tdf::TSLEEPQ) {
                 self.sleepq.remove(t);
             }
-            td.clear(tdf::SLEEPING | tdf::SINTR);
+            td.clear(tdf::SLEEPING | tdf::SINTR | tdf::PARKED);
             // SAFETY: scheduler context; the thread is not running.
             let coro = unsafe { (*td.coro.get()).take() };
             if td.tok_used.get() != 0 {
@@ -828,5 +859,32 @@ impl Cpu {
             f(t.td());
             cur = t.td().all_next.get();
         }
+    }
+
+    /// Runs on the thread dropping the runtime, after every CPU has
+    /// stopped: takes over messages nobody processed (threads in flight
+    /// between CPUs, remote spawns) and cancels those threads like the
+    /// CPUs cancelled theirs, so their destructors run and their joiners
+    /// are answered.
+    pub(crate) fn cleanup(&self, mut take: impl FnMut() -> Vec<IpiMsg>) {
+        CURRENT_CPU.with(|c| c.set(self));
+        self.stop.set(true);
+        self.shutting_down.set(true);
+        for _ in 0..16 {
+            let msgs = take();
+            if msgs.is_empty() {
+                break;
+            }
+            for m in msgs {
+                match m {
+                    IpiMsg::Call(f) => f(self),
+                    IpiMsg::Adopt(a) => self.adopt(a),
+                    // Wakeups and thread requests have nobody left to act on.
+                    _ => {}
+                }
+            }
+            self.cancel_all();
+        }
+        CURRENT_CPU.with(|c| c.set(ptr::null()));
     }
 }

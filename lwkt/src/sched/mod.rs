@@ -2,6 +2,7 @@
 //! the CPU loop.
 
 pub(crate) mod cpu;
+pub(crate) mod ops;
 pub(crate) mod runq;
 pub(crate) mod sleepq;
 pub(crate) mod td;

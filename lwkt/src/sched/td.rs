@@ -8,11 +8,13 @@
 
 use std::cell::{Cell, UnsafeCell};
 use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
 use std::sync::Arc;
 
 use corosensei::{Coroutine, Yielder};
 
 use super::cpu::Cpu;
+use crate::runtime::Shared;
 use crate::stack::Stack;
 use crate::token::{RawToken, MAX_TOKENS};
 
@@ -36,9 +38,20 @@ pub(crate) type Yld = Yielder<(), ()>;
 /// | 5   | CANCEL   | the runtime is shutting down: the stack is unwinding |
 /// | 6   | RUNNING  | on the CPU right now                                 |
 /// | 7   | EXITED   | finished; kept only until timer entries drain        |
+/// | 8   | PARKED   | descheduled (`park`, `deschedule`): runs again only  |
+/// |     |          | after an explicit `schedule`                         |
+/// | 9   | PERMIT   | a `schedule` arrived while it was not descheduled:   |
+/// |     |          | its next `park` returns at once                      |
+/// | 10  | DESCHED  | `deschedule` arrived while it ran: park at the next  |
+/// |     |          | switch instead of re-queueing                        |
+/// | 11  | MIGRATING| switching out to move to `migrate_to`                |
+/// | 12  | PREEMPTED| on the CPU, but an interrupt thread runs nested on   |
+/// |     |          | top of it (`lwkt_preempt`)                           |
+/// | 13  | INTTHREAD| interrupt class: may preempt                         |
 ///
-/// Invariants: RUNQ, SLEEPING and RUNNING are mutually exclusive; SINTR
-/// implies SLEEPING; WOKEN implies !TSLEEPQ.
+/// Invariants: RUNQ, SLEEPING, RUNNING and PARKED are mutually exclusive;
+/// SINTR implies SLEEPING; WOKEN implies !TSLEEPQ; PREEMPTED implies
+/// !RUNNING.
 pub(crate) mod tdf {
     pub(crate) const RUNQ: u32 = 1 << 0;
     pub(crate) const TSLEEPQ: u32 = 1 << 1;
@@ -48,6 +61,12 @@ pub(crate) mod tdf {
     pub(crate) const CANCEL: u32 = 1 << 5;
     pub(crate) const RUNNING: u32 = 1 << 6;
     pub(crate) const EXITED: u32 = 1 << 7;
+    pub(crate) const PARKED: u32 = 1 << 8;
+    pub(crate) const PERMIT: u32 = 1 << 9;
+    pub(crate) const DESCHED: u32 = 1 << 10;
+    pub(crate) const MIGRATING: u32 = 1 << 11;
+    pub(crate) const PREEMPTED: u32 = 1 << 12;
+    pub(crate) const INTTHREAD: u32 = 1 << 13;
 }
 
 /// Why the last sleep ended.
@@ -58,10 +77,43 @@ pub(crate) enum Wake {
     Interrupt,
 }
 
+/// The part of a thread others may hold on to (`lwkt_hold`): its id,
+/// where it lives, and a pointer to its structure that only the owning
+/// CPU may follow. Lives inside the thread's join packet.
+pub(crate) struct Ctl {
+    pub(crate) tid: u64,
+    /// The CPU that owns the thread (changes on migration; set to the new
+    /// CPU before the hand-off message is sent).
+    pub(crate) cpu: AtomicUsize,
+    /// The thread structure, or null once it exited. Read and followed only
+    /// on the owning CPU.
+    pub(crate) td: AtomicPtr<Thread>,
+    /// Set while the thread is in flight between CPUs.
+    pub(crate) migrating: AtomicBool,
+    /// A pending interrupt request (`JoinHandle::interrupt`).
+    pub(crate) interrupt: AtomicBool,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Ctl {
+    pub(crate) fn new(shared: Arc<Shared>, tid: u64, cpu: usize) -> Ctl {
+        Ctl {
+            tid,
+            cpu: AtomicUsize::new(cpu),
+            td: AtomicPtr::new(ptr::null_mut()),
+            migrating: AtomicBool::new(false),
+            interrupt: AtomicBool::new(false),
+            shared,
+        }
+    }
+}
+
 /// What a thread's CPU needs from its join packet without knowing `T`.
-pub(crate) trait PacketCtl {
-    /// Takes a pending interrupt request, if any.
-    fn take_interrupt(&self) -> bool;
+pub(crate) trait PacketCtl: Send + Sync {
+    /// The shared control block.
+    fn ctl(&self) -> &Ctl;
+    /// Whether the thread's result (or cancellation) is published.
+    fn finished(&self) -> bool;
     /// Marks the thread as cancelled by runtime shutdown.
     fn cancel(&self);
 }
@@ -115,6 +167,10 @@ pub(crate) struct Thread {
     /// Consecutive failed re-acquisition passes (switches to address
     /// order at the runtime's `token_spin_loops`).
     pub(crate) tok_fails: Cell<u32>,
+    /// Critical section depth (`td_critcount`).
+    pub(crate) crit: Cell<u32>,
+    /// Target CPU while MIGRATING.
+    pub(crate) migrate_to: Cell<usize>,
 }
 
 impl Thread {
@@ -149,6 +205,8 @@ impl Thread {
             tok_used: Cell::new(0),
             tok_blocked: Cell::new(ptr::null()),
             tok_fails: Cell::new(0),
+            crit: Cell::new(0),
+            migrate_to: Cell::new(0),
         })
     }
 
@@ -165,6 +223,17 @@ impl Thread {
     #[inline]
     pub(crate) fn clear(&self, f: u32) {
         self.flags.set(self.flags.get() & !f);
+    }
+
+    /// The shared control block, if the thread has one.
+    pub(crate) fn ctl(&self) -> Option<&Ctl> {
+        self.packet().map(|p| p.ctl())
+    }
+
+    /// A new reference to the thread's packet (for `ThreadRef`).
+    pub(crate) fn packet_arc(&self) -> Option<Arc<dyn PacketCtl>> {
+        // SAFETY: as in `packet`.
+        unsafe { (*self.packet.get()).clone() }
     }
 
     pub(crate) fn packet(&self) -> Option<&dyn PacketCtl> {
