@@ -22,6 +22,9 @@ fn list_prints_the_names() {
         "sleeping_thread_rss",
         "max_threads",
         "idle_cpu",
+        "token_uncontended",
+        "token_contended",
+        "token_block_while_held",
     ] {
         assert!(names.iter().any(|l| l == n), "{n} missing from {names:?}");
     }
@@ -58,5 +61,45 @@ fn json_mode_prints_only_json() {
         assert_eq!(r["bench"], "spawn_join");
         assert_eq!(r["unit"], "ns/op");
         assert!(r["value"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn token_benches_report_throughput() {
+    let out = bench()
+        .args([
+            "--json",
+            "--quick",
+            "--impls",
+            "lwkt,parking_lot",
+            "token_contended",
+            "token_block_while_held",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let results = v["results"].as_array().unwrap();
+    let rows: Vec<_> = results
+        .iter()
+        .map(|r| (r["bench"].as_str().unwrap(), r["impl"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("token_contended", "lwkt"),
+            ("token_contended", "parking_lot"),
+            ("token_block_while_held", "lwkt"),
+            ("token_block_while_held", "parking_lot"),
+        ]
+    );
+    for r in results {
+        assert_eq!(r["unit"], "ops/s");
+        assert!(r["value"].as_f64().unwrap() > 0.0);
+        assert!(r["note"].as_str().is_some());
     }
 }

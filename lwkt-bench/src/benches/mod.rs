@@ -6,11 +6,15 @@ use std::time::Duration;
 
 use crate::harness::{Ctx, RunResult};
 
+mod contention;
 mod cross_cpu_pingpong;
 mod idle_cpu;
 mod max_threads;
 mod sleeping_thread_rss;
 mod spawn_join;
+mod token_block_while_held;
+mod token_contended;
+mod token_uncontended;
 mod yield_pingpong;
 
 /// Which way a figure is better.
@@ -23,7 +27,8 @@ pub enum Better {
 /// One implementation of a benchmark.
 #[derive(Debug)]
 pub struct Impl {
-    /// Stable name: `lwkt`, `corosensei`, `may`, `tokio`, `std_thread`.
+    /// Stable name: `lwkt`, `lwkt_shared`, `corosensei`, `may`, `tokio`,
+    /// `std_thread`, `parking_lot`, `std_mutex`, `tokio_mutex`.
     pub name: &'static str,
     /// Runs the measurement in the current process and returns its figure.
     pub run: fn(&Ctx) -> RunResult,
@@ -59,6 +64,9 @@ pub static ALL: &[&Bench] = &[
     &sleeping_thread_rss::BENCH,
     &max_threads::BENCH,
     &idle_cpu::BENCH,
+    &token_uncontended::BENCH,
+    &token_contended::BENCH,
+    &token_block_while_held::BENCH,
 ];
 
 pub fn find(name: &str) -> Option<&'static Bench> {
