@@ -267,18 +267,25 @@ impl<'a, T: ?Sized> TokenGuard<'a, T> {
             wrong_thread(self.token.raw.name);
         }
         let raw = &self.token.raw;
-        // We hold the token exclusively, so only this thread touches `borrow`.
-        let b = raw.borrow.load(Ordering::Relaxed);
-        if b != 0 {
-            already_borrowed(raw.name, b > 0);
+        // When this guard is the thread's only token reference, no other
+        // guard exists to alias through, and none can be made while the
+        // borrow lives (that takes `&mut CurThread`): skip the flag.
+        let tracked = td.td_ptr().td().tok_used.get() != 1 << self.slot;
+        if tracked {
+            // We hold the token exclusively: only this thread touches `borrow`.
+            let b = raw.borrow.load(Ordering::Relaxed);
+            if b != 0 {
+                already_borrowed(raw.name, b > 0);
+            }
+            raw.borrow.store(-1, Ordering::Relaxed);
         }
-        raw.borrow.store(-1, Ordering::Relaxed);
         TokenMut {
             // SAFETY: the thread holds the token exclusively (it is running
-            // and the guard is alive) and the borrow flag shows no other
-            // reference to the data exists.
+            // and the guard is alive), and either this guard is its only
+            // reference or the borrow flag shows no other reference to the
+            // data exists.
             data: unsafe { &mut *self.token.data.get() },
-            raw,
+            raw: if tracked { Some(raw) } else { None },
             _td: PhantomData,
         }
     }
@@ -320,7 +327,7 @@ impl<'a, T: ?Sized + Sync> SharedTokenGuard<'a, T> {
         let raw = &self.token.raw;
         // Only when we also hold it exclusively can a mutable borrow exist;
         // then only this thread touches `borrow`.
-        let tracked = raw.word.owner.load(Ordering::Relaxed) == self.owner;
+        let tracked = raw.word.is_held_by(self.owner);
         if tracked {
             let b = raw.borrow.load(Ordering::Relaxed);
             if b < 0 {
@@ -359,7 +366,42 @@ impl<T: ?Sized> Drop for SharedTokenGuard<'_, T> {
     }
 }
 
+#[inline]
 fn release_slot(slot: u8, owner: usize) {
+    // Fast path: the running thread drops its only token reference, held
+    // primary (not pending, not nested). Nothing else to fix up.
+    if let Some(cpu) = crate::sched::cpu::current_cpu() {
+        if let Some(t) = cpu.current() {
+            if t.as_ptr() as usize == owner {
+                let td = t.td();
+                let used = td.tok_used.get();
+                if used == 1 << slot {
+                    let r = td.toks[slot as usize].get();
+                    // SAFETY: token references point at tokens that
+                    // outlive the guard that made them.
+                    let tok = unsafe { &*r.tok };
+                    match r.mode {
+                        mode::EXCL => {
+                            tok.word.release_exclusive();
+                            td.tok_used.set(0);
+                            return;
+                        }
+                        mode::SHARED => {
+                            tok.word.release_shared();
+                            td.tok_used.set(0);
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    release_slot_slow(slot, owner)
+}
+
+#[cold]
+fn release_slot_slow(slot: u8, owner: usize) {
     let cpu =
         crate::sched::cpu::current_cpu().expect("lwkt: token guard dropped outside the runtime");
     let t = cpu
@@ -379,7 +421,8 @@ fn release_slot(slot: u8, owner: usize) {
 /// A mutable borrow of token data; see [`TokenGuard::get`].
 pub struct TokenMut<'b, T: ?Sized> {
     data: &'b mut T,
-    raw: &'b RawToken,
+    /// The token whose borrow flag this borrow set, if it set it.
+    raw: Option<&'b RawToken>,
     _td: PhantomData<&'b CurThread>,
 }
 
@@ -398,7 +441,9 @@ impl<T: ?Sized> DerefMut for TokenMut<'_, T> {
 
 impl<T: ?Sized> Drop for TokenMut<'_, T> {
     fn drop(&mut self) {
-        self.raw.borrow.store(0, Ordering::Relaxed);
+        if let Some(raw) = self.raw {
+            raw.borrow.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -469,10 +514,14 @@ impl CurThread {
     /// the thread would hold more than [`MAX_TOKENS`] references.
     #[doc(alias = "lwkt_gettoken")]
     #[track_caller]
+    #[inline]
     pub fn get_token<'a, T: ?Sized + Send>(&mut self, tok: &'a Token<T>) -> TokenGuard<'a, T> {
-        let slot = self
-            .token_acquire(tok.raw(), true, true)
-            .expect("blocking acquisition");
+        let slot = match self.token_fast_exclusive(tok.raw()) {
+            Some(s) => s,
+            None => self
+                .token_acquire(tok.raw(), true, true)
+                .expect("blocking acquisition"),
+        };
         TokenGuard {
             token: tok,
             slot,
@@ -486,13 +535,17 @@ impl CurThread {
     /// shared requesters that hold no other token.
     #[doc(alias = "lwkt_gettoken_shared")]
     #[track_caller]
+    #[inline]
     pub fn get_token_shared<'a, T: ?Sized + Send + Sync>(
         &mut self,
         tok: &'a Token<T>,
     ) -> SharedTokenGuard<'a, T> {
-        let slot = self
-            .token_acquire(tok.raw(), false, true)
-            .expect("blocking acquisition");
+        let slot = match self.token_fast_shared(tok.raw()) {
+            Some(s) => s,
+            None => self
+                .token_acquire(tok.raw(), false, true)
+                .expect("blocking acquisition"),
+        };
         SharedTokenGuard {
             token: tok,
             slot,

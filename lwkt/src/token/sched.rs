@@ -74,9 +74,56 @@ impl CurThread {
         self.td_ptr().as_ptr() as usize
     }
 
+    /// Fast path of an exclusive acquisition: a free token (not even a
+    /// stale request bit) taken with one compare-and-swap. None: use the
+    /// full path.
+    #[inline]
+    pub(crate) fn token_fast_exclusive(&mut self, raw: &RawToken) -> Option<u8> {
+        let t = self.td_ptr();
+        let td = t.td();
+        let used = td.tok_used.get();
+        if used == u32::MAX || !raw.word.try_free_exclusive(t.as_ptr() as usize) {
+            return None;
+        }
+        let slot = (!used).trailing_zeros() as usize;
+        // A loop that takes the same token again finds its slot already
+        // filled: skip the stores (a locked instruction waits for pending
+        // stores, so fewer stores make the release cheaper).
+        let old = td.toks[slot].get();
+        if !ptr::eq(old.tok, raw) || old.mode != mode::EXCL {
+            td.toks[slot].set(TokRef {
+                tok: raw,
+                mode: mode::EXCL,
+            });
+        }
+        td.tok_used.set(used | (1 << slot));
+        Some(slot as u8)
+    }
+
+    /// Fast path of a shared acquisition (see `Word::try_shared_fast`).
+    #[inline]
+    pub(crate) fn token_fast_shared(&mut self, raw: &RawToken) -> Option<u8> {
+        let td = self.td_ptr().td();
+        let used = td.tok_used.get();
+        if used == u32::MAX || !raw.word.try_shared_fast() {
+            return None;
+        }
+        let slot = (!used).trailing_zeros() as usize;
+        let old = td.toks[slot].get();
+        if !ptr::eq(old.tok, raw) || old.mode != mode::SHARED {
+            td.toks[slot].set(TokRef {
+                tok: raw,
+                mode: mode::SHARED,
+            });
+        }
+        td.tok_used.set(used | (1 << slot));
+        Some(slot as u8)
+    }
+
     /// Acquires `raw`; returns the tokref slot, or None when `block` is
     /// false and the token is busy.
     #[track_caller]
+    #[inline(never)]
     pub(crate) fn token_acquire(
         &mut self,
         raw: &RawToken,

@@ -1,19 +1,24 @@
 //! The token word protocol (`lwkt_token.c`'s `_lwkt_trytokref` and
-//! `_lwkt_reltokref`), on two atomics so loom can check it.
+//! `_lwkt_reltokref`), on one atomic word so loom can check it.
 //!
-//! `count` bit table (DragonFly's `t_count`):
+//! `count` bit table (DragonFly's `t_count`, with `t_ref` folded in):
 //!
 //! | bits  | name      | meaning                                          |
 //! |-------|-----------|--------------------------------------------------|
-//! | 0     | EXCLUSIVE | held exclusively; `owner` names the holder       |
+//! | 0     | EXCLUSIVE | held exclusively                                 |
 //! | 1     | EXCLREQ   | a blocked exclusive requester wants priority     |
-//! | 2..   | count     | shared holders, in units of `INCR` (4)           |
+//! | 2..   | payload   | EXCLUSIVE set: the holder's identity (a thread   |
+//! |       |           | address, 4-aligned, so its low bits are free);   |
+//! |       |           | clear: the shared holders, in units of `INCR`    |
 //!
-//! Invariants: EXCLUSIVE and a nonzero shared count never stay set together
-//! (a shared acquirer that finds EXCLUSIVE after its increment backs out);
-//! `owner` is nonzero only while EXCLUSIVE is set, and is written only by
-//! the holder, so a thread comparing `owner` with itself gets a stable
-//! answer (the seed's "oref cannot race if it happens to be ours").
+//! Keeping the holder in the same word as the state means an acquisition
+//! or a release is one atomic instruction, with no second store that the
+//! locked instruction would have to wait for.
+//!
+//! Shared acquisitions use compare-and-swap (never a blind add), so the
+//! payload always means exactly one thing. A thread comparing the payload
+//! with its own identity gets a stable answer: only it can make the word
+//! name it.
 //!
 //! Orderings: a successful acquisition is Acquire and a release is
 //! Release, so the protected data's accesses are ordered between holders.
@@ -30,8 +35,8 @@ pub const EXCLUSIVE: usize = 1 << 0;
 pub const EXCLREQ: usize = 1 << 1;
 /// One shared holder.
 pub const INCR: usize = 1 << 2;
-/// The shared-count bits.
-pub const COUNTMASK: usize = !(EXCLUSIVE | EXCLREQ);
+/// The payload bits (holder identity or shared count).
+pub const PAYLOAD: usize = !(EXCLUSIVE | EXCLREQ);
 
 /// What a try found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,8 +54,11 @@ pub enum Try {
 #[derive(Debug)]
 pub struct Word {
     pub count: AtomicUsize,
-    /// The exclusive holder (a nonzero thread identity), or 0.
-    pub owner: AtomicUsize,
+}
+
+#[inline]
+fn held_by(c: usize, me: usize) -> bool {
+    c & EXCLUSIVE != 0 && c & PAYLOAD == me
 }
 
 impl Word {
@@ -58,7 +66,6 @@ impl Word {
     pub const fn new() -> Word {
         Word {
             count: AtomicUsize::new(0),
-            owner: AtomicUsize::new(0),
         }
     }
 
@@ -66,14 +73,39 @@ impl Word {
     pub fn new() -> Word {
         Word {
             count: AtomicUsize::new(0),
-            owner: AtomicUsize::new(0),
         }
     }
 
-    /// Tries to take the token exclusively for thread `me` (nonzero). When
-    /// it is busy and `set_req`, sets EXCLREQ (a blocking request).
+    /// Takes a completely free token exclusively with one compare-and-swap
+    /// (the uncontended fast path); false when it is held, or when a
+    /// request bit is set (the full path handles those). `me`: a nonzero,
+    /// 4-aligned identity.
+    #[inline]
+    pub fn try_free_exclusive(&self, me: usize) -> bool {
+        debug_assert!(me != 0 && me & !PAYLOAD == 0);
+        self.count
+            .compare_exchange(0, me | EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Takes the token shared with one compare-and-swap when it is neither
+    /// held exclusively nor requested exclusively (the uncontended fast
+    /// path: the request-bit rule cannot matter then).
+    #[inline]
+    pub fn try_shared_fast(&self) -> bool {
+        let c = self.count.load(Ordering::Relaxed);
+        c & (EXCLUSIVE | EXCLREQ) == 0
+            && self
+                .count
+                .compare_exchange(c, c + INCR, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Tries to take the token exclusively for `me`. When it is busy and
+    /// `set_req`, sets EXCLREQ (a blocking request).
     #[inline]
     pub fn try_exclusive(&self, me: usize, set_req: bool) -> Try {
+        debug_assert!(me != 0 && me & !PAYLOAD == 0);
         let mut c = self.count.load(Ordering::Relaxed);
         loop {
             if c & !EXCLREQ == 0 {
@@ -81,21 +113,18 @@ impl Word {
                 // successful acquisition clears).
                 match self.count.compare_exchange_weak(
                     c,
-                    EXCLUSIVE,
+                    me | EXCLUSIVE,
                     Ordering::Acquire,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => {
-                        self.owner.store(me, Ordering::Relaxed);
-                        return Try::Acquired;
-                    }
+                    Ok(_) => return Try::Acquired,
                     Err(now) => {
                         c = now;
                         continue;
                     }
                 }
             }
-            if c & EXCLUSIVE != 0 && self.owner.load(Ordering::Relaxed) == me {
+            if held_by(c, me) {
                 return Try::Recursive;
             }
             if set_req && c & EXCLREQ == 0 {
@@ -105,23 +134,28 @@ impl Word {
         }
     }
 
-    /// Tries to take the token shared for thread `me`. `honor_req`: hold
-    /// back while an exclusive requester waits (only safe when the caller
-    /// holds no other token, per the seed).
+    /// Tries to take the token shared for `me`. `honor_req`: hold back
+    /// while an exclusive requester waits (only safe when the caller holds
+    /// no other token, per the seed).
     #[inline]
     pub fn try_shared(&self, me: usize, honor_req: bool) -> Try {
         let mut c = self.count.load(Ordering::Relaxed);
         loop {
             if c & EXCLUSIVE == 0 && (c & EXCLREQ == 0 || !honor_req) {
-                let prev = self.count.fetch_add(INCR, Ordering::Acquire);
-                if prev & EXCLUSIVE == 0 {
-                    return Try::Acquired;
+                match self.count.compare_exchange_weak(
+                    c,
+                    c + INCR,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Try::Acquired,
+                    Err(now) => {
+                        c = now;
+                        continue;
+                    }
                 }
-                // An exclusive holder got in between: back out, retry.
-                c = self.count.fetch_sub(INCR, Ordering::Relaxed) - INCR;
-                continue;
             }
-            if c & EXCLUSIVE != 0 && self.owner.load(Ordering::Relaxed) == me {
+            if held_by(c, me) {
                 return Try::Recursive;
             }
             return Try::Busy;
@@ -141,32 +175,40 @@ impl Word {
         }
     }
 
-    /// Releases an exclusive hold.
+    /// Whether `me` holds the token exclusively now.
+    #[inline]
+    pub fn is_held_by(&self, me: usize) -> bool {
+        held_by(self.count.load(Ordering::Relaxed), me)
+    }
+
+    /// Releases an exclusive hold (keeping a waiter's request bit).
     #[inline]
     pub fn release_exclusive(&self) {
-        self.owner.store(0, Ordering::Relaxed);
-        let prev = self.count.fetch_and(!EXCLUSIVE, Ordering::Release);
+        let prev = self.count.fetch_and(EXCLREQ, Ordering::Release);
         debug_assert!(
             prev & EXCLUSIVE != 0,
             "releasing a token not held exclusively"
         );
     }
 
-    /// Releases one shared hold.
+    /// Releases one shared hold. While we hold it shared nobody can make
+    /// it exclusive, so a plain subtraction is safe.
     #[inline]
     pub fn release_shared(&self) {
         let prev = self.count.fetch_sub(INCR, Ordering::Release);
-        debug_assert!(prev & COUNTMASK != 0, "releasing a token not held shared");
+        debug_assert!(
+            prev & EXCLUSIVE == 0 && prev & PAYLOAD != 0,
+            "releasing a token not held shared"
+        );
     }
 
     /// Turns our exclusive hold into `n` shared holds (n >= 1) in one step,
     /// so no exclusive requester can slip in between.
     pub fn downgrade(&self, n: usize) {
-        self.owner.store(0, Ordering::Relaxed);
         let mut c = self.count.load(Ordering::Relaxed);
         loop {
             debug_assert!(c & EXCLUSIVE != 0);
-            let new = (c & !EXCLUSIVE) + n * INCR;
+            let new = (c & EXCLREQ) + n * INCR;
             match self
                 .count
                 .compare_exchange_weak(c, new, Ordering::Release, Ordering::Relaxed)
@@ -179,7 +221,12 @@ impl Word {
 
     /// Shared holders now (a snapshot).
     pub fn shared_count(&self) -> usize {
-        (self.count.load(Ordering::Relaxed) & COUNTMASK) / INCR
+        let c = self.count.load(Ordering::Relaxed);
+        if c & EXCLUSIVE != 0 {
+            0
+        } else {
+            (c & PAYLOAD) / INCR
+        }
     }
 
     /// Whether held exclusively now (a snapshot).
