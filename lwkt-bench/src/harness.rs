@@ -216,6 +216,97 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Result<(),
     Ok(())
 }
 
+/// A cheap timestamp for measuring intervals shorter than a clock read
+/// through `Instant` resolves well: the TSC (`lfence; rdtsc`) on x86_64,
+/// calibrated against `Instant`; elsewhere nanoseconds from `Instant`.
+///
+/// Both ends of an interval must be read on the same OS thread (or on a
+/// machine whose TSCs are synchronised, which `constant_tsc` + `nonstop_tsc`
+/// hosts are).
+#[derive(Debug, Clone, Copy)]
+pub struct TickClock {
+    ns_per_tick: f64,
+    #[cfg(not(target_arch = "x86_64"))]
+    base: Instant,
+}
+
+impl TickClock {
+    /// Calibrates the clock over `window` (the calling OS thread sleeps).
+    pub fn calibrate(window: Duration) -> TickClock {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let probe = TickClock { ns_per_tick: 1.0 };
+            let (i0, t0) = (Instant::now(), probe.now());
+            std::thread::sleep(window);
+            let (t1, i1) = (probe.now(), Instant::now());
+            let ticks = t1.wrapping_sub(t0);
+            let ns = (i1 - i0).as_nanos() as f64;
+            TickClock {
+                ns_per_tick: if ticks > 0 { ns / ticks as f64 } else { 1.0 },
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = window;
+            TickClock {
+                ns_per_tick: 1.0,
+                base: Instant::now(),
+            }
+        }
+    }
+
+    /// The current time in ticks.
+    #[inline(always)]
+    pub fn now(&self) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // lfence: the read waits for every earlier instruction to
+            // complete, so it cannot be taken before the code it follows.
+            // SAFETY: `lfence` needs SSE2, which every x86_64 CPU has;
+            // `rdtsc` has no preconditions (it only reads the counter).
+            unsafe {
+                std::arch::x86_64::_mm_lfence();
+                std::arch::x86_64::_rdtsc()
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self.base.elapsed().as_nanos() as u64
+        }
+    }
+
+    /// Converts a tick count to nanoseconds.
+    pub fn ns(&self, ticks: u64) -> f64 {
+        ticks as f64 * self.ns_per_tick
+    }
+
+    /// Ticks per microsecond (the TSC rate in MHz on x86_64).
+    pub fn mhz(&self) -> f64 {
+        1000.0 / self.ns_per_tick
+    }
+
+    /// Mean cost of one reading, in ns: what back-to-back reads measure
+    /// for an empty interval.
+    pub fn overhead_ns(&self) -> f64 {
+        const N: u64 = 100_000;
+        let first = self.now();
+        let mut last = first;
+        for _ in 0..N {
+            last = std::hint::black_box(self.now());
+        }
+        self.ns(last.wrapping_sub(first)) / N as f64
+    }
+
+    /// What the clock is, for notes.
+    pub fn describe(&self) -> String {
+        if cfg!(target_arch = "x86_64") {
+            format!("lfence+rdtsc at {:.0} MHz", self.mhz())
+        } else {
+            "Instant".into()
+        }
+    }
+}
+
 /// Formats a "same OS thread" fraction for the cross-CPU notes.
 pub fn same_thread_note(same: usize, total: usize) -> String {
     if total == 0 {
@@ -250,6 +341,18 @@ mod tests {
         let last = *calls.last().unwrap();
         assert_eq!(last, 20_000, "one rep should last ~20 ms");
         assert!(calls.len() > ctx.reps());
+    }
+
+    #[test]
+    fn tick_clock_tracks_instant() {
+        let c = TickClock::calibrate(Duration::from_millis(20));
+        let (t0, i0) = (c.now(), Instant::now());
+        std::thread::sleep(Duration::from_millis(20));
+        let (t1, i1) = (c.now(), Instant::now());
+        let ns = c.ns(t1 - t0);
+        let want = (i1 - i0).as_nanos() as f64;
+        assert!((ns - want).abs() < want * 0.1, "{ns} vs {want}");
+        assert!(c.overhead_ns() > 0.0);
     }
 
     #[test]

@@ -66,6 +66,21 @@
 //!   holding the guard. Notes give the sleeps made and their average real
 //!   length.
 //!
+//! * `preempt_latency` (ns/op, lower is better): a thread on a 1-CPU
+//!   runtime calls `schedule()` on a parked interrupt-class thread
+//!   (`ThreadBuilder::interrupt`, `INT_MED`) of its own CPU, which preempts
+//!   it; the figure is the time from just before `schedule()` to the
+//!   interrupt thread's first instruction after `park()` returns, read
+//!   with `lfence; rdtsc` (calibrated against `Instant`; `Instant` off
+//!   x86_64). The note gives the full round trip per `schedule()` from a
+//!   tight loop, and `preempt_hits` against the number of calls. `lwkt`
+//!   only. The human output holds it against lwkt's `yield_pingpong` of
+//!   the same run (target: at most 2x).
+//! * `migrate_roundtrip` (ns/op per round trip, lower is better): one
+//!   thread of a 2-CPU runtime migrates itself 0 -> 1 -> 0
+//!   (`CurThread::migrate`), checking `td.cpu()` after each migration; the
+//!   note gives migrations, switches and IPIs per round trip. `lwkt` only.
+//!
 //! # Method
 //!
 //! Every (benchmark, implementation) pair runs in a fresh child process
@@ -268,6 +283,16 @@ fn run_suite(cli: &Cli) -> Result<ExitCode, String> {
         }
         results.extend(rows.into_iter().filter_map(|(_, r)| r.ok()));
     }
+    if !cli.json {
+        let lines = comparison_lines(&results);
+        if !lines.is_empty() {
+            println!();
+            println!("cross-benchmark targets (same run):");
+            for l in lines {
+                println!("  {l}");
+            }
+        }
+    }
     if cli.json {
         let out = serde_json::to_string_pretty(&Report { results: &results })
             .map_err(|e| format!("serializing results: {e}"))?;
@@ -400,6 +425,39 @@ fn ratio_text(bench: &Bench, lwkt: f64, peer: f64) -> String {
     )
 }
 
+/// One line per [`benches::COMPARISONS`] entry whose two figures are both
+/// in `results`: the ratio and whether the target is met.
+fn comparison_lines(results: &[Measurement]) -> Vec<String> {
+    let find = |bench: &str, imp: &str| results.iter().find(|m| m.bench == bench && m.imp == imp);
+    benches::COMPARISONS
+        .iter()
+        .filter_map(|c| {
+            let m = find(c.bench, c.imp)?;
+            let base = find(c.base_bench, c.base_imp)?;
+            let ratio = m.value / base.value;
+            let verdict = if !ratio.is_finite() {
+                "n/a"
+            } else if ratio <= c.max_ratio {
+                "met"
+            } else {
+                "MISSED"
+            };
+            Some(format!(
+                "{}/{} {} {} = {ratio:.2}x {}/{} {} {} (target: at most {:.2}x): {verdict}",
+                c.bench,
+                c.imp,
+                fmt_value(m.value),
+                m.unit,
+                c.base_bench,
+                c.base_imp,
+                fmt_value(base.value),
+                base.unit,
+                c.max_ratio,
+            ))
+        })
+        .collect()
+}
+
 fn print_table(bench: &Bench, rows: &[(&str, Result<Measurement, String>)]) {
     let better = match bench.better {
         Better::Lower => "lower is better",
@@ -493,6 +551,38 @@ mod tests {
             assert_eq!(b.impls[0].name, "lwkt", "{}: lwkt comes first", b.name);
             assert!(benches::find(b.name).is_some());
         }
+    }
+
+    #[test]
+    fn comparisons_are_consistent_and_printed() {
+        for c in benches::COMPARISONS {
+            let (b, base) = (
+                benches::find(c.bench).unwrap(),
+                benches::find(c.base_bench).unwrap(),
+            );
+            assert!(b.find_impl(c.imp).is_some(), "{}/{}", c.bench, c.imp);
+            assert!(base.find_impl(c.base_imp).is_some());
+            assert_eq!(b.unit, base.unit, "{} vs {}", c.bench, c.base_bench);
+            assert_eq!(b.better, Better::Lower);
+        }
+        let m = |bench: &str, value: f64| Measurement {
+            bench: bench.into(),
+            imp: "lwkt".into(),
+            value,
+            unit: "ns/op".into(),
+            note: None,
+        };
+        assert!(comparison_lines(&[m("preempt_latency", 30.0)]).is_empty());
+        let lines = comparison_lines(&[m("yield_pingpong", 20.0), m("preempt_latency", 30.0)]);
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].contains("= 1.50x yield_pingpong/lwkt"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].ends_with(": met"), "{}", lines[0]);
+        let lines = comparison_lines(&[m("preempt_latency", 50.0), m("yield_pingpong", 20.0)]);
+        assert!(lines[0].ends_with(": MISSED"), "{}", lines[0]);
     }
 
     #[test]

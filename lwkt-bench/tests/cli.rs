@@ -25,6 +25,8 @@ fn list_prints_the_names() {
         "token_uncontended",
         "token_contended",
         "token_block_while_held",
+        "preempt_latency",
+        "migrate_roundtrip",
     ] {
         assert!(names.iter().any(|l| l == n), "{n} missing from {names:?}");
     }
@@ -102,4 +104,34 @@ fn token_benches_report_throughput() {
         assert!(r["value"].as_f64().unwrap() > 0.0);
         assert!(r["note"].as_str().is_some());
     }
+}
+
+#[test]
+fn preempt_and_migrate_benches_report() {
+    let out = bench()
+        .args(["--json", "--quick", "preempt_latency", "migrate_roundtrip"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let results = v["results"].as_array().unwrap();
+    let rows: Vec<_> = results
+        .iter()
+        .map(|r| (r["bench"].as_str().unwrap(), r["impl"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        rows,
+        [("preempt_latency", "lwkt"), ("migrate_roundtrip", "lwkt")]
+    );
+    for r in results {
+        assert_eq!(r["unit"], "ns/op");
+        assert!(r["value"].as_f64().unwrap() > 0.0);
+    }
+    let note = |i: usize| results[i]["note"].as_str().unwrap();
+    assert!(note(0).contains("every call preempted"), "{}", note(0));
+    assert!(note(1).contains("2.00 migrations"), "{}", note(1));
 }

@@ -10,6 +10,8 @@ mod contention;
 mod cross_cpu_pingpong;
 mod idle_cpu;
 mod max_threads;
+mod migrate_roundtrip;
+mod preempt_latency;
 mod sleeping_thread_rss;
 mod spawn_join;
 mod token_block_while_held;
@@ -67,6 +69,36 @@ pub static ALL: &[&Bench] = &[
     &token_uncontended::BENCH,
     &token_contended::BENCH,
     &token_block_while_held::BENCH,
+    &preempt_latency::BENCH,
+    &migrate_roundtrip::BENCH,
+];
+
+/// A figure held against another benchmark's figure from the same run:
+/// the human output prints it after the tables when both were measured.
+#[derive(Debug)]
+pub struct Comparison {
+    /// The benchmark and implementation judged.
+    pub bench: &'static str,
+    pub imp: &'static str,
+    /// The reference figure (same unit).
+    pub base_bench: &'static str,
+    pub base_imp: &'static str,
+    /// Target: `bench` may be at most this many times `base_bench`
+    /// (for ns/op; a lower figure is better).
+    pub max_ratio: f64,
+}
+
+/// Cross-benchmark targets.
+pub static COMPARISONS: &[Comparison] = &[
+    // Preempting to an interrupt thread should cost no more than twice a
+    // plain cooperative switch.
+    Comparison {
+        bench: "preempt_latency",
+        imp: "lwkt",
+        base_bench: "yield_pingpong",
+        base_imp: "lwkt",
+        max_ratio: 2.0,
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Bench> {
