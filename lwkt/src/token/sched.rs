@@ -144,7 +144,9 @@ impl CurThread {
         let slot = (!used).trailing_zeros() as usize;
         let cpu = self.cpu_ref();
         let tried = if exclusive {
-            raw.word.try_exclusive(me, block)
+            // The request bit is set only when we are about to block (see
+            // token_spin).
+            raw.word.try_exclusive(me, false)
         } else {
             let honor = block && primaries(td) == 0 && !in_window(cpu);
             raw.word.try_shared(me, honor)
@@ -224,11 +226,17 @@ impl CurThread {
                         std::hint::spin_loop();
                     }
                 }
-                if raw.word.try_exclusive(me, true) == Try::Acquired {
+                // While spinning, do not (re)set the request bit: the
+                // holder clears it on every re-acquisition, and setting it
+                // again each time would add a read-modify-write to the
+                // contended line per operation. It is set once we block,
+                // where starvation could actually happen.
+                if raw.word.try_exclusive(me, false) == Try::Acquired {
                     return true;
                 }
             }
-            false
+            // About to block: announce the exclusive request.
+            raw.word.try_exclusive(me, true) == Try::Acquired
         } else {
             let honor = primaries(td) == 0 && !in_window(cpu);
             raw.word.try_shared(me, honor) == Try::Acquired
