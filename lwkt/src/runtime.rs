@@ -177,6 +177,12 @@ impl Shared {
         // caller's change to the condition is ordered before our read of
         // the mask (see sleep_interlock).
         std::sync::atomic::fence(Ordering::SeqCst);
+        self.wakeup_ordered(from, chan, one)
+    }
+
+    /// `wakeup` for callers that already ordered their condition change
+    /// before this call with a SeqCst read-modify-write.
+    pub(crate) fn wakeup_ordered(&self, from: Option<&Cpu>, chan: usize, one: bool) {
         let b = bucket_of(chan);
         let n = self.ncpus();
         if one {
@@ -283,6 +289,18 @@ fn registry_remove(s: &Arc<Shared>) {
     let mut r = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
     r.retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(s)));
     LIVE_RUNTIMES.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Wakes all sleepers on `chan` for a caller whose condition change was a
+/// SeqCst read-modify-write (no extra fence needed).
+pub(crate) fn wakeup_addr_ordered(chan: usize) {
+    match current_cpu() {
+        Some(cpu) if LIVE_RUNTIMES.load(Ordering::Relaxed) <= 1 => {
+            cpu.shared.wakeup_ordered(Some(cpu), chan, false);
+            cpu.preempt_check();
+        }
+        _ => wakeup_addr(chan, false),
+    }
 }
 
 /// Wakeup entry point for the free functions.

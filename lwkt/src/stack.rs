@@ -29,14 +29,19 @@ pub const MIN_STACK_SIZE: usize = 16 * 1024;
 /// The default thread stack size (64 KiB), committed lazily.
 pub const DEFAULT_STACK_SIZE: usize = 64 * 1024;
 
+/// The page size, asked of the OS once (sysconf costs ~150 instructions,
+/// too much for every spawn).
 pub(crate) fn page_size() -> usize {
+    static PAGE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let p = PAGE.load(std::sync::atomic::Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
     // SAFETY: sysconf has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p <= 0 {
-        4096
-    } else {
-        p as usize
-    }
+    let p = if p <= 0 { 4096 } else { p as usize };
+    PAGE.store(p, std::sync::atomic::Ordering::Relaxed);
+    p
 }
 
 /// Rounds a requested stack size up to whole pages.
@@ -51,6 +56,9 @@ pub(crate) struct Stack {
     start: NonZeroUsize,
     /// Length of the mapping, guard included.
     len: usize,
+    /// Tells valgrind this range is a stack (a no-op instruction sequence
+    /// elsewhere), so memcheck runs of the tests make sense.
+    _valgrind: corosensei::stack::valgrind::ValgrindStackRegistration,
 }
 
 // SAFETY: a Stack is plain memory owned by value; nothing in it is tied to
@@ -98,6 +106,10 @@ impl Stack {
         let stack = Stack {
             start: NonZeroUsize::new(p as usize).expect("mmap returned address 0"),
             len,
+            _valgrind: corosensei::stack::valgrind::ValgrindStackRegistration::new(
+                p as *mut u8,
+                len,
+            ),
         };
         // SAFETY: the first page lies inside the mapping made just above and
         // nothing refers to it yet.

@@ -9,6 +9,7 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -166,6 +167,33 @@ impl CurThread {
     }
 
     /// Switches back to the scheduler (the bottom of `lwkt_switch`).
+    /// A join whose target is runnable on this CPU runs it right away, on
+    /// the joiner's behalf (work-first, as a preemption would): two
+    /// switches instead of a trip through the scheduler and the sleep
+    /// queues. Only when nothing of higher priority waits, the target
+    /// holds no tokens and the joiner is not in a critical section; the
+    /// joiner keeps its own tokens meanwhile. If the target blocks, the
+    /// joiner goes on to wait normally.
+    fn join_directly(&mut self, ctl: &Ctl) {
+        let cpu = self.cpu_ref();
+        if ctl.cpu.load(Ordering::Relaxed) != cpu.id
+            || ctl.migrating.load(Ordering::Relaxed)
+            || self.td.td().crit.get() != 0
+            || cpu.stopping()
+            || self.cancelled()
+        {
+            return;
+        }
+        let Some(b) = TdPtr::from_raw(ctl.td.load(Ordering::Acquire)) else {
+            return;
+        };
+        let btd = b.td();
+        if !btd.has(tdf::RUNQ) || btd.tok_used.get() != 0 || cpu.runq.has_above(btd.pri.get()) {
+            return;
+        }
+        cpu.run_nested(self.td, b);
+    }
+
     /// Switches out without re-queueing (the caller arranged where the
     /// thread goes next).
     pub(crate) fn switch_out_raw(&mut self) {
@@ -296,7 +324,16 @@ impl CurThread {
     /// between is not lost (the sleep returns at once).
     #[doc(alias = "tsleep_interlock")]
     pub fn sleep_interlock<C: ?Sized>(&mut self, chan: &C) {
-        let a = chan_addr(chan);
+        self.sleep_register(chan_addr(chan));
+        // Order the registration before the caller's reads of its
+        // condition (pairs with the fence in `wakeup`).
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// The registration part of `sleep_interlock`, without the fence: for
+    /// callers whose condition is a SeqCst read-modify-write, which orders
+    /// it already (join).
+    fn sleep_register(&mut self, a: usize) {
         let td = self.td.td();
         let cpu = self.cpu_ref();
         if td.has(tdf::TSLEEPQ) {
@@ -304,9 +341,6 @@ impl CurThread {
         }
         td.clear(tdf::WOKEN);
         cpu.sleepq_insert(self.td, a);
-        // Order the registration before the caller's reads of its
-        // condition (pairs with the fence in `wakeup`).
-        std::sync::atomic::fence(Ordering::SeqCst);
     }
 
     /// Withdraws an interlocked registration made by
@@ -465,7 +499,9 @@ impl<T> Packet<T> {
     fn publish(&self, bits: u8) {
         let prev = self.state.fetch_or(bits, Ordering::SeqCst);
         if prev & pk::WAITING != 0 {
-            wakeup_addr(self as *const Self as usize, false);
+            // The SeqCst RMW above already orders this after the joiner's
+            // registration (see join): skip wakeup's fence.
+            crate::runtime::wakeup_addr_ordered(self as *const Self as usize);
         }
         if prev & pk::OS_WAITER != 0 {
             if let Some(t) = self
@@ -538,11 +574,17 @@ impl<T: Send + 'static> JoinHandle<T> {
     /// [`Panicked`] with the panic message if it panicked.
     pub fn join(self, td: &mut CurThread) -> Result<T, Panicked> {
         let p = &*self.packet;
+        if p.state.load(Ordering::Acquire) & pk::DONE == 0 {
+            td.join_directly(&p.ctl);
+        }
         loop {
             if p.state.load(Ordering::Acquire) & pk::DONE != 0 {
                 return p.take();
             }
-            td.sleep_interlock(p);
+            // No fence needed: the SeqCst fetch_or below, paired with the
+            // thread's SeqCst fetch_or of DONE, orders our registration
+            // before its read of the sleeper mask.
+            td.sleep_register(p as *const Packet<T> as usize);
             let prev = p.state.fetch_or(pk::WAITING, Ordering::SeqCst);
             if prev & pk::DONE != 0 {
                 td.sleep_remove();
@@ -754,7 +796,9 @@ fn create_thread<F, T>(
         td.set(tdf::INTTHREAD);
     }
     td.stack_size.set(stack.usable_size());
-    let pk = packet.clone();
+    let pkp: NonNull<dyn PacketCtl> = NonNull::from(&*packet as &dyn PacketCtl);
+    packet.ctl.td.store(t.as_ptr(), Ordering::Release);
+    let pk = packet; // the closure owns the thread's reference
     let coro = Coroutine::with_stack(stack, move |y: &Yld, ()| {
         t.td().yielder.set(y);
         let mut cur = CurThread {
@@ -766,20 +810,24 @@ fn create_thread<F, T>(
             Ok(v) => pk.complete(Ok(v)),
             Err(p) => {
                 if t.td().has(tdf::CANCEL) {
-                    // Runtime shutdown unwinds through here: let it finish.
+                    // Runtime shutdown unwinds through here: let it finish
+                    // (cancel_all cleared the packet pointers already).
                     resume_unwind(p);
                 }
                 pk.complete(Err(Panicked::from_payload(&*p)));
             }
         }
+        // Let go of the packet: first the pointers others follow.
+        pk.ctl.td.store(std::ptr::null_mut(), Ordering::Release);
+        t.td().packet.set(None);
+        drop(pk);
     });
+    td.packet.set(Some(pkp));
     // SAFETY: the structure was just allocated by this CPU and is not
     // running; nothing else refers to these slots.
-    packet.ctl.td.store(t.as_ptr(), Ordering::Release);
     unsafe {
         *td.name.get() = name;
         *td.coro.get() = Some(coro);
-        *td.packet.get() = Some(packet as Arc<dyn PacketCtl>);
     }
     if cpu.shutting_down.get() {
         // Created while the CPU cancels its threads: it will be unwound

@@ -763,13 +763,11 @@ impl Cpu {
         }
         self.forget_candidate(t);
         self.unlink_all(t);
-        if let Some(ctl) = td.ctl() {
-            ctl.td.store(ptr::null_mut(), Ordering::Release);
-        }
-        // SAFETY: the thread no longer runs; nothing borrows its packet or
-        // name.
+        // The packet pointer was cleared by the thread itself (or by
+        // cancel_all) before its closure let go of the packet.
+        td.packet.set(None);
+        // SAFETY: the thread no longer runs; nothing borrows its name.
         unsafe {
-            *td.packet.get() = None;
             *td.name.get() = None;
         }
         td.flags.set(tdf::EXITED);
@@ -815,6 +813,12 @@ impl Cpu {
                     backoff.snooze();
                 }
             }
+            // Answer joiners first: unwinding may drop the last reference
+            // to the packet.
+            if let Some(p) = td.packet() {
+                p.ctl().td.store(ptr::null_mut(), Ordering::Release);
+                p.cancel();
+            }
             if let Some(mut coro) = coro {
                 self.cur.set(t.as_ptr());
                 td.set(tdf::RUNNING);
@@ -823,9 +827,7 @@ impl Cpu {
                 td.clear(tdf::RUNNING);
                 self.cur.set(ptr::null_mut());
             }
-            if let Some(p) = td.packet() {
-                p.cancel();
-            }
+            td.packet.set(None);
             self.retire(t);
         }
         // Drop the timer heap; free structures it kept alive.

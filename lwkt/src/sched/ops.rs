@@ -300,28 +300,37 @@ impl Cpu {
                 self.stats().preempt_misses.bump();
                 continue;
             }
-            self.runq.remove(b);
             self.stats().preempt_hits.bump();
-            self.stats().switches.bump();
-            atd.clear(tdf::RUNNING);
-            atd.set(tdf::PREEMPTED);
-            btd.set(tdf::RUNNING);
-            self.cur.set(b.as_ptr());
-            // SAFETY: `b` is not running (it was queued) and only the
-            // context resuming a thread touches its coroutine; we run on
-            // `a`'s stack, which stays suspended under b until b switches
-            // back here.
-            let coro = unsafe { &mut *btd.coro.get() };
-            let res = coro
-                .as_mut()
-                .expect("runnable thread has no coroutine")
-                .resume(());
-            self.cur.set(a.as_ptr());
-            btd.clear(tdf::RUNNING);
-            atd.clear(tdf::PREEMPTED);
-            atd.set(tdf::RUNNING);
-            self.after_switch(b, res);
+            self.run_nested(a, b);
         }
+    }
+
+    /// Runs the queued thread `b` on top of the running thread `a` (on
+    /// a's stack, which stays suspended under b) until b switches back:
+    /// preemption, and a join that runs its target directly. `a` keeps its
+    /// tokens throughout.
+    pub(crate) fn run_nested(&self, a: TdPtr, b: TdPtr) {
+        let (atd, btd) = (a.td(), b.td());
+        debug_assert!(btd.has(tdf::RUNQ) && btd.tok_used.get() == 0);
+        self.runq.remove(b);
+        self.forget_candidate(b);
+        self.stats().switches.bump();
+        atd.clear(tdf::RUNNING);
+        atd.set(tdf::PREEMPTED);
+        btd.set(tdf::RUNNING);
+        self.cur.set(b.as_ptr());
+        // SAFETY: `b` is not running (it was queued) and only the context
+        // resuming a thread touches its coroutine.
+        let coro = unsafe { &mut *btd.coro.get() };
+        let res = coro
+            .as_mut()
+            .expect("runnable thread has no coroutine")
+            .resume(());
+        self.cur.set(a.as_ptr());
+        btd.clear(tdf::RUNNING);
+        atd.clear(tdf::PREEMPTED);
+        atd.set(tdf::RUNNING);
+        self.after_switch(b, res);
     }
 
     /// Leaving the outermost critical section: run what was deferred

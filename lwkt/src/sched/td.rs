@@ -157,7 +157,11 @@ pub(crate) struct Thread {
     pub(crate) coro: UnsafeCell<Option<Coro>>,
     /// Valid while the coroutine runs or is suspended.
     pub(crate) yielder: Cell<*const Yld>,
-    pub(crate) packet: UnsafeCell<Option<Arc<dyn PacketCtl>>>,
+    /// The thread's join packet, not owned: the thread's own closure owns
+    /// a reference for as long as the thread exists, and clears this (and
+    /// `Ctl::td`) before that reference is dropped. Saves an atomic
+    /// increment and decrement per thread.
+    pub(crate) packet: Cell<Option<NonNull<dyn PacketCtl>>>,
     /// Held token references (`td_toks_array`); slot `i` is live when bit
     /// `i` of `tok_used` is set.
     pub(crate) toks: [Cell<TokRef>; MAX_TOKENS],
@@ -195,7 +199,7 @@ impl Thread {
             stack_size: Cell::new(0),
             coro: UnsafeCell::new(None),
             yielder: Cell::new(ptr::null()),
-            packet: UnsafeCell::new(None),
+            packet: Cell::new(None),
             toks: std::array::from_fn(|_| {
                 Cell::new(TokRef {
                     tok: ptr::null(),
@@ -232,15 +236,21 @@ impl Thread {
 
     /// A new reference to the thread's packet (for `ThreadRef`).
     pub(crate) fn packet_arc(&self) -> Option<Arc<dyn PacketCtl>> {
-        // SAFETY: as in `packet`.
-        unsafe { (*self.packet.get()).clone() }
+        let p = self.packet.get()?;
+        // SAFETY: the pointer is the data pointer of a live
+        // `Arc<Packet<T>>` (see `packet`), unsized to `dyn PacketCtl`, which
+        // is what `Arc::from_raw` accepts; the increment makes the new Arc
+        // an owner of its own.
+        unsafe {
+            Arc::increment_strong_count(p.as_ptr() as *const dyn PacketCtl);
+            Some(Arc::from_raw(p.as_ptr() as *const dyn PacketCtl))
+        }
     }
 
     pub(crate) fn packet(&self) -> Option<&dyn PacketCtl> {
-        // SAFETY: the packet slot is written only by the owning CPU when
-        // the thread is created or recycled, never while a reference from
-        // this accessor is alive (both happen outside the thread's run).
-        unsafe { (*self.packet.get()).as_deref() }
+        // SAFETY: while the field is set, the thread's closure holds an Arc
+        // to the packet (see the field's comment), so it is alive.
+        self.packet.get().map(|p| unsafe { &*p.as_ptr() })
     }
 
     pub(crate) fn name(&self) -> Option<&str> {
