@@ -289,7 +289,7 @@ impl Cpu {
     /// all be acquired (the candidate scan of `lwkt_switch`). Threads that
     /// cannot get their tokens keep their place in the queue.
     #[inline]
-    fn pick(&self) -> Option<TdPtr> {
+    pub(crate) fn pick(&self) -> Option<TdPtr> {
         let mut cur = self.runq.first();
         while let Some(t) = cur {
             if t.td().tok_used.get() == 0 || self.tokens_acquire_all(t) {

@@ -310,14 +310,19 @@ impl Cpu {
     /// preemption, and a join that runs its target directly. `a` keeps its
     /// tokens throughout.
     pub(crate) fn run_nested(&self, a: TdPtr, b: TdPtr) {
-        let (atd, btd) = (a.td(), b.td());
-        debug_assert!(btd.has(tdf::RUNQ) && btd.tok_used.get() == 0);
         self.runq.remove(b);
+        self.run_nested_dequeued(a, b);
+    }
+
+    /// `run_nested` for a thread already taken off the run queue (with its
+    /// tokens, if any, already acquired).
+    pub(crate) fn run_nested_dequeued(&self, a: TdPtr, b: TdPtr) {
+        let (atd, btd) = (a.td(), b.td());
         self.forget_candidate(b);
         self.stats().switches.bump();
         atd.clear(tdf::RUNNING);
         atd.set(tdf::PREEMPTED);
-        btd.set(tdf::RUNNING);
+        btd.set(tdf::RUNNING | tdf::NESTED);
         self.cur.set(b.as_ptr());
         // SAFETY: `b` is not running (it was queued) and only the context
         // resuming a thread touches its coroutine.
@@ -327,7 +332,7 @@ impl Cpu {
             .expect("runnable thread has no coroutine")
             .resume(());
         self.cur.set(a.as_ptr());
-        btd.clear(tdf::RUNNING);
+        btd.clear(tdf::RUNNING | tdf::NESTED);
         atd.clear(tdf::PREEMPTED);
         atd.set(tdf::RUNNING);
         self.after_switch(b, res);

@@ -48,6 +48,9 @@ pub(crate) type Yld = Yielder<(), ()>;
 /// | 12  | PREEMPTED| on the CPU, but an interrupt thread runs nested on   |
 /// |     |          | top of it (`lwkt_preempt`)                           |
 /// | 13  | INTTHREAD| interrupt class: may preempt                         |
+/// | 14  | NESTED   | resumed by another thread (preemption, direct join,  |
+/// |     |          | a yielding thread running its peers), not by the     |
+/// |     |          | scheduler: switching out returns to that thread      |
 ///
 /// Invariants: RUNQ, SLEEPING, RUNNING and PARKED are mutually exclusive;
 /// SINTR implies SLEEPING; WOKEN implies !TSLEEPQ; PREEMPTED implies
@@ -67,6 +70,7 @@ pub(crate) mod tdf {
     pub(crate) const MIGRATING: u32 = 1 << 11;
     pub(crate) const PREEMPTED: u32 = 1 << 12;
     pub(crate) const INTTHREAD: u32 = 1 << 13;
+    pub(crate) const NESTED: u32 = 1 << 14;
 }
 
 /// Why the last sleep ended.
