@@ -12,15 +12,10 @@ use lwkt::{CurThread, Runtime, Sleep, ThreadBuilder};
 /// Sleeps on `ball` until it holds `want`. The interlock registers the
 /// sleep before the re-check, so the other CPU's wakeup cannot slip by.
 fn wait_for(td: &mut CurThread, ball: &AtomicU64, want: u64) {
-    while ball.load(Ordering::Acquire) != want {
-        td.sleep_interlock(ball);
-        if ball.load(Ordering::Acquire) == want {
-            td.sleep_remove();
-            break;
-        }
-        td.sleep(ball, Sleep::default().wmesg("ball"))
-            .expect("plain sleeps only end by wakeup");
-    }
+    td.sleep_until(ball, Sleep::default().wmesg("ball"), || {
+        ball.load(Ordering::Acquire) == want
+    })
+    .expect("plain sleeps only end by wakeup");
 }
 
 fn main() -> Result<(), lwkt::Error> {

@@ -164,16 +164,10 @@ impl ThreadInfo {
             let cpu = td.cpu_ref();
             request(&cpu.shared.clone(), Some(cpu))
         };
-        while c.left.load(Ordering::SeqCst) != 0 {
-            td.sleep_interlock(&*c);
-            if c.left.load(Ordering::SeqCst) == 0 {
-                td.sleep_remove();
-                break;
-            }
-            if td.sleep(&*c, Sleep::default().wmesg("ps")).is_err() {
-                break;
-            }
-        }
+        // An error means the runtime is shutting down: list what arrived.
+        let _ = td.sleep_until(&*c, Sleep::default().wmesg("ps"), || {
+            c.left.load(Ordering::SeqCst) == 0
+        });
         finish(&c)
     }
 }

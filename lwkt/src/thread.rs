@@ -461,6 +461,45 @@ impl CurThread {
         }
     }
 
+    /// Sleeps on `chan` until `cond()` holds: checks it, registers with the
+    /// interlock, checks again, sleeps, and repeats after every wakeup, so
+    /// a wakeup that comes between a check and the sleep is never lost and
+    /// spurious wakeups are absorbed. Returns at once if `cond()` already
+    /// holds; an error from the sleep (timeout, interrupt) ends the wait.
+    ///
+    /// ```
+    /// # use std::sync::atomic::{AtomicBool, Ordering};
+    /// # use std::sync::Arc;
+    /// # let rt = lwkt::Runtime::builder().cpus(2).build()?;
+    /// rt.block_on(|td| {
+    ///     let flag = Arc::new(AtomicBool::new(false));
+    ///     let f = flag.clone();
+    ///     let h = lwkt::ThreadBuilder::new().cpu(1).spawn(td, move |td| {
+    ///         td.sleep_until(&*f, lwkt::Sleep::default(), || f.load(Ordering::Acquire))
+    ///     }).unwrap();
+    ///     flag.store(true, Ordering::Release);
+    ///     lwkt::wakeup(&*flag);
+    ///     assert!(h.join(td).unwrap().is_ok());
+    /// });
+    /// # Ok::<(), lwkt::Error>(())
+    /// ```
+    pub fn sleep_until<C: ?Sized>(
+        &mut self,
+        chan: &C,
+        opts: Sleep,
+        mut cond: impl FnMut() -> bool,
+    ) -> Result<(), SleepError> {
+        while !cond() {
+            self.sleep_interlock(chan);
+            if cond() {
+                self.sleep_remove();
+                break;
+            }
+            self.sleep(chan, opts)?;
+        }
+        Ok(())
+    }
+
     /// Sleeps for `d` (a sleep on a private channel with a timeout).
     pub fn sleep_for(&mut self, d: Duration) {
         let chan = 0u8;

@@ -161,21 +161,14 @@ impl ThreadRef {
                 cpu.send(owner, IpiMsg::Thread(op));
             }
         }
-        loop {
-            match reply.state.load(Ordering::SeqCst) {
-                Reply::DONE => return Ok(()),
-                Reply::REFUSED => return Err(Error::NotDescheduled),
-                Reply::GONE => return Err(Error::NoSuchThread),
-                _ => {}
-            }
-            td.sleep_interlock(&*reply);
-            if reply.state.load(Ordering::SeqCst) != Reply::PENDING {
-                td.sleep_remove();
-                continue;
-            }
-            if td.sleep(&*reply, Sleep::default().wmesg("pull")).is_err() {
-                return Err(Error::Shutdown);
-            }
+        td.sleep_until(&*reply, Sleep::default().wmesg("pull"), || {
+            reply.state.load(Ordering::SeqCst) != Reply::PENDING
+        })
+        .map_err(|_| Error::Shutdown)?;
+        match reply.state.load(Ordering::SeqCst) {
+            Reply::DONE => Ok(()),
+            Reply::REFUSED => Err(Error::NotDescheduled),
+            _ => Err(Error::NoSuchThread),
         }
     }
 }

@@ -516,7 +516,7 @@ impl CurThread {
     #[track_caller]
     #[inline]
     pub fn get_token<'a, T: ?Sized + Send>(&mut self, tok: &'a Token<T>) -> TokenGuard<'a, T> {
-        let slot = match self.token_fast_exclusive(tok.raw()) {
+        let slot = match self.token_fast(tok.raw(), true) {
             Some(s) => s,
             None => self
                 .token_acquire(tok.raw(), true, true)
@@ -540,7 +540,7 @@ impl CurThread {
         &mut self,
         tok: &'a Token<T>,
     ) -> SharedTokenGuard<'a, T> {
-        let slot = match self.token_fast_shared(tok.raw()) {
+        let slot = match self.token_fast(tok.raw(), false) {
             Some(s) => s,
             None => self
                 .token_acquire(tok.raw(), false, true)

@@ -74,15 +74,23 @@ impl CurThread {
         self.td_ptr().as_ptr() as usize
     }
 
-    /// Fast path of an exclusive acquisition: a free token (not even a
-    /// stale request bit) taken with one compare-and-swap. None: use the
-    /// full path.
+    /// Fast path of an acquisition: a free token (exclusive: not even a
+    /// stale request bit; shared: no holder or request in the way) taken
+    /// with one compare-and-swap. None: use the full path.
     #[inline]
-    pub(crate) fn token_fast_exclusive(&mut self, raw: &RawToken) -> Option<u8> {
+    pub(crate) fn token_fast(&mut self, raw: &RawToken, exclusive: bool) -> Option<u8> {
         let t = self.td_ptr();
         let td = t.td();
         let used = td.tok_used.get();
-        if used == u32::MAX || !raw.word.try_free_exclusive(t.as_ptr() as usize) {
+        if used == u32::MAX {
+            return None; // the full path reports it
+        }
+        let (got, m) = if exclusive {
+            (raw.word.try_free_exclusive(t.as_ptr() as usize), mode::EXCL)
+        } else {
+            (raw.word.try_shared_fast(), mode::SHARED)
+        };
+        if !got {
             return None;
         }
         let slot = (!used).trailing_zeros() as usize;
@@ -90,31 +98,8 @@ impl CurThread {
         // filled: skip the stores (a locked instruction waits for pending
         // stores, so fewer stores make the release cheaper).
         let old = td.toks[slot].get();
-        if !ptr::eq(old.tok, raw) || old.mode != mode::EXCL {
-            td.toks[slot].set(TokRef {
-                tok: raw,
-                mode: mode::EXCL,
-            });
-        }
-        td.tok_used.set(used | (1 << slot));
-        Some(slot as u8)
-    }
-
-    /// Fast path of a shared acquisition (see `Word::try_shared_fast`).
-    #[inline]
-    pub(crate) fn token_fast_shared(&mut self, raw: &RawToken) -> Option<u8> {
-        let td = self.td_ptr().td();
-        let used = td.tok_used.get();
-        if used == u32::MAX || !raw.word.try_shared_fast() {
-            return None;
-        }
-        let slot = (!used).trailing_zeros() as usize;
-        let old = td.toks[slot].get();
-        if !ptr::eq(old.tok, raw) || old.mode != mode::SHARED {
-            td.toks[slot].set(TokRef {
-                tok: raw,
-                mode: mode::SHARED,
-            });
+        if !ptr::eq(old.tok, raw) || old.mode != m {
+            td.toks[slot].set(TokRef { tok: raw, mode: m });
         }
         td.tok_used.set(used | (1 << slot));
         Some(slot as u8)
