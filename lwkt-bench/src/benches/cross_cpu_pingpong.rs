@@ -34,6 +34,10 @@ pub static BENCH: Bench = Bench {
             run: tokio,
         },
         Impl {
+            name: "tokio_2rt",
+            run: tokio_2rt,
+        },
+        Impl {
             name: "std_thread",
             run: std_thread,
         },
@@ -223,6 +227,57 @@ fn tokio(ctx: &Ctx) -> RunResult {
         format!(
             "multi_thread runtime, 2 workers, two tasks, tokio::sync::Notify; {}",
             same_thread_note(same, total)
+        ),
+    ))
+}
+
+/// tokio really crossing CPUs: `tokio` above lets both tasks share one
+/// worker, so its figure is a same-thread hand-off. Here each side is a
+/// current_thread runtime on its own OS thread, pinned to CPUs 0 and 1,
+/// and they wake each other through `tokio::sync::Notify`.
+fn tokio_2rt(ctx: &Ctx) -> RunResult {
+    need_two_cpus()?;
+    let mut pinned_note = String::new();
+    let ns = ns_per_op(ctx, |n| {
+        let ping_n = Arc::new(tokio::sync::Notify::new());
+        let pong_n = Arc::new(tokio::sync::Notify::new());
+        let side = |me: usize, mine: Arc<tokio::sync::Notify>, other: Arc<tokio::sync::Notify>| {
+            std::thread::spawn(move || {
+                let pinned = pin_current_thread(me);
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("tokio current_thread runtime");
+                let d = rt.block_on(async move {
+                    let start = Instant::now();
+                    for _ in 0..n {
+                        if me == 0 {
+                            other.notify_one();
+                            mine.notified().await;
+                        } else {
+                            mine.notified().await;
+                            other.notify_one();
+                        }
+                    }
+                    start.elapsed()
+                });
+                (d, pinned)
+            })
+        };
+        let pong = side(1, ping_n.clone(), pong_n.clone());
+        let ping = side(0, pong_n, ping_n);
+        let (d, p0) = ping.join().expect("ping panicked");
+        let (_, p1) = pong.join().expect("pong panicked");
+        pinned_note = match (p0, p1) {
+            (Ok(()), Ok(())) => "pinned to CPUs 0 and 1".into(),
+            (a, b) => format!("pinning: {a:?} / {b:?}"),
+        };
+        d
+    });
+    Ok(Sample::with_note(
+        ns,
+        format!(
+            "two current_thread runtimes on two OS threads ({pinned_note}), tokio::sync::Notify; \
+             a real cross-CPU round trip, unlike `tokio`"
         ),
     ))
 }
