@@ -187,6 +187,70 @@ fn yield_now_round_robins_equal_priority() {
     });
 }
 
+/// A yielding thread keeps its place in line while its peers run on its
+/// behalf: a thread they make runnable meanwhile queues behind it.
+#[test]
+fn yield_order_holds_for_threads_queued_while_yielding() {
+    bounded(30, "yield order", || {
+        let rt = Runtime::builder().cpus(1).build().unwrap();
+        let order = log();
+        let o = order.clone();
+        rt.block_on(move |td| {
+            let oa = o.clone();
+            let a = td.spawn(move |td| {
+                oa.lock().unwrap().push("a1");
+                let oc = oa.clone();
+                // c is queued while m stands in line: it must run after m.
+                drop(td.spawn(move |td| {
+                    oc.lock().unwrap().push("c1");
+                    td.yield_now();
+                    oc.lock().unwrap().push("c2");
+                }));
+                td.yield_now();
+                oa.lock().unwrap().push("a2");
+            });
+            o.lock().unwrap().push("m1");
+            td.yield_now();
+            o.lock().unwrap().push("m2");
+            td.yield_now();
+            o.lock().unwrap().push("m3");
+            a.join(td).unwrap();
+            td.yield_now();
+            o.lock().unwrap().push("m4");
+        });
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["m1", "a1", "m2", "c1", "a2", "m3", "c2", "m4"]
+        );
+    });
+}
+
+/// Two threads: each yield hands the CPU to the other, although the
+/// yielding one runs its peer itself and is never linked on the run queue.
+#[test]
+fn yield_alternates_between_two_threads() {
+    bounded(30, "yield two", || {
+        let rt = Runtime::builder().cpus(1).build().unwrap();
+        let order = log();
+        let o = order.clone();
+        rt.block_on(move |td| {
+            let oa = o.clone();
+            let a = td.spawn(move |td| {
+                for name in ["a1", "a2", "a3"] {
+                    oa.lock().unwrap().push(name);
+                    td.yield_now();
+                }
+            });
+            for name in ["m1", "m2", "m3"] {
+                o.lock().unwrap().push(name);
+                td.yield_now();
+            }
+            a.join(td).unwrap();
+        });
+        assert_eq!(*order.lock().unwrap(), ["m1", "a1", "m2", "a2", "m3", "a3"]);
+    });
+}
+
 #[test]
 fn yield_now_never_runs_lower_priority() {
     bounded(30, "yield lower", || {
@@ -474,9 +538,11 @@ fn stats_count_switches_and_ipis() {
         let rt = Runtime::builder().cpus(2).build().unwrap();
         rt.block_on(|td| {
             for _ in 0..100 {
+                // The short sleep guarantees a wakeup per thread (its
+                // timeout), whatever the race between join and exit.
                 ThreadBuilder::new()
                     .cpu(1)
-                    .spawn(td, |_| ())
+                    .spawn(td, |td| td.sleep_for(Duration::from_micros(100)))
                     .unwrap()
                     .join(td)
                     .unwrap();

@@ -244,6 +244,17 @@ impl Cpu {
         self.stop.get()
     }
 
+    /// Whether nothing asks for this CPU's attention: no IPI or tick
+    /// flagged, no timer armed, no preemption pending, no stop request.
+    /// Hot paths test this once instead of polling each in turn.
+    #[inline]
+    pub(crate) fn quiet(&self) -> bool {
+        (self.cs().attention.load(Ordering::Relaxed) == 0)
+            & (self.ntimers.get() == 0)
+            & self.preempt_cand.get().is_null()
+            & !self.stop.get()
+    }
+
     #[inline]
     pub(crate) fn stats(&self) -> &Counters {
         &self.cs().stats

@@ -217,8 +217,19 @@ impl Cpu {
     }
 
     /// What happens after a thread switched back to whoever resumed it
-    /// (the scheduler, or a thread it preempted).
+    /// (the scheduler, or a thread it preempted). The common case, a plain
+    /// switch-out, costs one flag test.
+    #[inline]
     pub(crate) fn after_switch(&self, t: TdPtr, res: CoroutineResult<(), ()>) {
+        match res {
+            CoroutineResult::Yield(()) if !t.td().has(tdf::MIGRATING) => {}
+            res => self.after_switch_slow(t, res),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn after_switch_slow(&self, t: TdPtr, res: CoroutineResult<(), ()>) {
         let td = t.td();
         match res {
             CoroutineResult::Return(()) => self.thread_exited(t),
@@ -317,12 +328,24 @@ impl Cpu {
     /// `run_nested` for a thread already taken off the run queue (with its
     /// tokens, if any, already acquired).
     pub(crate) fn run_nested_dequeued(&self, a: TdPtr, b: TdPtr) {
-        let (atd, btd) = (a.td(), b.td());
+        let atd = a.td();
+        atd.flags
+            .set((atd.flags.get() & !tdf::RUNNING) | tdf::PREEMPTED);
+        let res = self.run_nested_core(a, b);
+        atd.flags
+            .set((atd.flags.get() & !tdf::PREEMPTED) | tdf::RUNNING);
+        self.after_switch(b, res);
+    }
+
+    /// The switch itself of `run_nested_dequeued`: resumes `b` on top of
+    /// `a` and returns when b switches out. The caller keeps a's flags
+    /// (PREEMPTED while b runs) and calls `after_switch` for b.
+    #[inline]
+    pub(crate) fn run_nested_core(&self, a: TdPtr, b: TdPtr) -> CoroutineResult<(), ()> {
+        let btd = b.td();
         self.forget_candidate(b);
         self.stats().switches.bump();
-        atd.clear(tdf::RUNNING);
-        atd.set(tdf::PREEMPTED);
-        btd.set(tdf::RUNNING | tdf::NESTED);
+        btd.flags.set(btd.flags.get() | tdf::RUNNING | tdf::NESTED);
         self.cur.set(b.as_ptr());
         // SAFETY: `b` is not running (it was queued) and only the context
         // resuming a thread touches its coroutine.
@@ -332,10 +355,9 @@ impl Cpu {
             .expect("runnable thread has no coroutine")
             .resume(());
         self.cur.set(a.as_ptr());
-        btd.clear(tdf::RUNNING | tdf::NESTED);
-        atd.clear(tdf::PREEMPTED);
-        atd.set(tdf::RUNNING);
-        self.after_switch(b, res);
+        btd.flags
+            .set(btd.flags.get() & !(tdf::RUNNING | tdf::NESTED));
+        res
     }
 
     /// Leaving the outermost critical section: run what was deferred

@@ -13,6 +13,15 @@ pub(crate) struct RunQueue {
     bitmap: Cell<u32>,
     heads: [Cell<*mut Thread>; Priority::LEVELS],
     tails: [Cell<*mut Thread>; Priority::LEVELS],
+    /// The next place in line: every enqueue takes one, so within a level
+    /// `rq_seq` grows from head to tail.
+    seq: Cell<u64>,
+    /// Bit `p` set while a thread of priority `p` stands in line unlinked
+    /// (a yielding thread running its peers; at most one per CPU). It
+    /// counts for [`highest`](Self::highest) and
+    /// [`has_above`](Self::has_above), so the peers it runs yield back to
+    /// it exactly as if it were queued.
+    lined: Cell<u32>,
 }
 
 impl RunQueue {
@@ -21,18 +30,82 @@ impl RunQueue {
             bitmap: Cell::new(0),
             heads: std::array::from_fn(|_| Cell::new(ptr::null_mut())),
             tails: std::array::from_fn(|_| Cell::new(ptr::null_mut())),
+            seq: Cell::new(0),
+            lined: Cell::new(0),
         }
     }
 
-    /// The highest priority with a runnable thread.
+    /// Takes a place in line without linking anything: a yielding thread
+    /// that runs its peers itself holds one instead of being queued (see
+    /// [`ahead_of`](Self::ahead_of) and [`insert_at`](Self::insert_at)).
+    #[inline]
+    pub(crate) fn ticket(&self) -> u64 {
+        let s = self.seq.get();
+        self.seq.set(s + 1);
+        s
+    }
+
+    /// Whether the queued thread `t` runs before a thread of priority
+    /// `pri` whose place in line is `ticket`.
+    #[inline]
+    pub(crate) fn ahead_of(&self, t: TdPtr, pri: u8, ticket: u64) -> bool {
+        let td = t.td();
+        let p = td.pri.get();
+        p > pri || (p == pri && td.rq_seq.get() < ticket)
+    }
+
+    /// Links `t` at the place `ticket` holds in its level: after every
+    /// thread queued before the ticket was taken, before every one queued
+    /// since. Walks back from the tail (usually zero or one step).
+    pub(crate) fn insert_at(&self, t: TdPtr, ticket: u64) {
+        let td = t.td();
+        debug_assert!(!td.has(tdf::RUNQ | tdf::RUNNING | tdf::SLEEPING));
+        let p = td.pri.get() as usize;
+        let mut after = self.tails[p].get();
+        while let Some(a) = TdPtr::from_raw(after) {
+            if a.td().rq_seq.get() < ticket {
+                break;
+            }
+            after = a.td().rq_prev.get();
+        }
+        let next = match TdPtr::from_raw(after) {
+            Some(a) => a.td().rq_next.get(),
+            None => self.heads[p].get(),
+        };
+        td.rq_prev.set(after);
+        td.rq_next.set(next);
+        match TdPtr::from_raw(after) {
+            Some(a) => a.td().rq_next.set(t.as_ptr()),
+            None => self.heads[p].set(t.as_ptr()),
+        }
+        match TdPtr::from_raw(next) {
+            Some(n) => n.td().rq_prev.set(t.as_ptr()),
+            None => self.tails[p].set(t.as_ptr()),
+        }
+        td.rq_seq.set(ticket);
+        self.bitmap.set(self.bitmap.get() | (1 << p));
+        td.set(tdf::RUNQ);
+    }
+
+    /// The highest priority with a runnable thread, counting a thread
+    /// standing in line.
     #[inline]
     pub(crate) fn highest(&self) -> Option<u8> {
-        let b = self.bitmap.get();
-        if b == 0 {
-            None
-        } else {
-            Some(31 - b.leading_zeros() as u8)
-        }
+        top(self.bitmap.get() | self.lined.get())
+    }
+
+    /// Marks a thread of priority `pri` as standing in line unlinked (see
+    /// `lined`).
+    #[inline]
+    pub(crate) fn line_up(&self, pri: u8) {
+        debug_assert_eq!(self.lined.get(), 0, "two threads in line on one CPU");
+        self.lined.set(1 << pri);
+    }
+
+    /// Ends [`line_up`](Self::line_up).
+    #[inline]
+    pub(crate) fn leave_line(&self) {
+        self.lined.set(0);
     }
 
     /// Whether no thread is queued.
@@ -44,7 +117,7 @@ impl RunQueue {
     /// The thread `pick` would try first: the head of the highest level.
     #[inline]
     pub(crate) fn first(&self) -> Option<TdPtr> {
-        let p = self.highest()?;
+        let p = top(self.bitmap.get())?;
         TdPtr::from_raw(self.heads[p as usize].get())
     }
 
@@ -67,7 +140,7 @@ impl RunQueue {
     /// Whether a thread of priority strictly above `pri` is runnable.
     #[inline]
     pub(crate) fn has_above(&self, pri: u8) -> bool {
-        (u64::from(self.bitmap.get()) >> (pri + 1)) != 0
+        (u64::from(self.bitmap.get() | self.lined.get()) >> (pri + 1)) != 0
     }
 
     /// Appends at the tail of its level (`_lwkt_enqueue`).
@@ -79,6 +152,7 @@ impl RunQueue {
         let tail = self.tails[p].get();
         td.rq_next.set(ptr::null_mut());
         td.rq_prev.set(tail);
+        td.rq_seq.set(self.ticket());
         if tail.is_null() {
             self.heads[p].set(t.as_ptr());
         } else {
@@ -110,5 +184,15 @@ impl RunQueue {
         td.rq_next.set(ptr::null_mut());
         td.rq_prev.set(ptr::null_mut());
         td.clear(tdf::RUNQ);
+    }
+}
+
+/// The highest set bit of a level bitmap.
+#[inline]
+fn top(b: u32) -> Option<u8> {
+    if b == 0 {
+        None
+    } else {
+        Some(31 - b.leading_zeros() as u8)
     }
 }
