@@ -200,18 +200,24 @@ impl CurThread {
         self.switch_out();
     }
 
-    #[inline]
+    #[inline(always)]
     fn switch_out(&mut self) {
         let td = self.td.td();
         if td.tok_used.get() != 0 {
             // Every switch-away releases all tokens; the scheduler takes
             // them again before this thread runs.
-            self.cpu_ref().tokens_release_all(self.td);
+            self.release_tokens();
         }
         let y: *const Yld = td.yielder.get();
         // SAFETY: the yielder lives on this thread's own stack for as long
         // as the coroutine runs, and we are running on that stack now.
         unsafe { (*y).suspend(()) };
+    }
+
+    /// Out of line: keeps the inlined switch paths small.
+    #[inline(never)]
+    fn release_tokens(&mut self) {
+        self.cpu_ref().tokens_release_all(self.td);
     }
 
     /// Lets every runnable thread of equal or higher priority on this CPU
@@ -450,7 +456,12 @@ impl CurThread {
     /// `std::thread::park`, a `schedule` that arrived while the thread was
     /// running is remembered and makes this return at once. Wakeups on wait
     /// channels do not end a park.
+    ///
+    /// Inlined, switch included, for the reason given at
+    /// [`yield_now`](Self::yield_now): an interrupt thread parked here
+    /// resumes straight into its loop.
     #[doc(alias = "lwkt_deschedule_self")]
+    #[inline(always)]
     pub fn park(&mut self) {
         let td = self.td.td();
         if td.has(tdf::PERMIT) {

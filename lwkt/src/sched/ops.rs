@@ -286,7 +286,9 @@ impl Cpu {
         }
     }
 
-    #[cold]
+    /// Not `#[cold]`: for an interrupt thread this is the path that
+    /// matters (`preempt_latency`).
+    #[inline(never)]
     fn preempt_slow(&self) {
         while let Some(b) = TdPtr::from_raw(self.preempt_cand.get()) {
             let Some(a) = self.current() else {
