@@ -30,9 +30,12 @@
 //!   on CPU 0 wakes one on CPU 1, which wakes it back. `lwkt` (2 cpus,
 //!   shared `AtomicU64` sequence, `lwkt::wakeup` / `sleep_interlock` +
 //!   `sleep`), `may` (2 workers, `may::sync::mpsc`), `tokio` (multi_thread,
-//!   2 workers, two `Notify`s), `std_thread` (threads pinned to CPUs 0 and 1,
-//!   `park`/`unpark`). may and tokio choose where a woken task runs; their
-//!   notes say how often both sides were seen on one OS thread.
+//!   2 workers, two `Notify`s), `tokio_2rt` (two current_thread runtimes on
+//!   OS threads pinned to CPUs 0 and 1: tokio really crossing CPUs),
+//!   `std_thread` (threads pinned to CPUs 0 and 1, `park`/`unpark`),
+//!   `spin_floor` (the same pinned threads spinning on the sequence, never
+//!   sleeping: the machine's floor). may and tokio choose where a woken task
+//!   runs; their notes say how often both sides were seen on one OS thread.
 //! * `sleeping_thread_rss` (KiB/thread, lower is better): RSS growth from
 //!   `/proc/self/statm` per sleeping thread, 20,000 threads (2,000 OS
 //!   threads for `std_thread`), all asleep on one channel. `lwkt` (default
