@@ -43,8 +43,9 @@
 //!   awaiting a `Notify`), `std_thread` (threads blocked on a `Condvar`).
 //! * `max_threads` (threads, higher is better): lwkt threads asleep at once
 //!   at the default stack size, spawned with `ThreadBuilder` until it fails
-//!   or 1,000,000 is reached; the note gives `vm.max_map_count` and the
-//!   error met. `lwkt` only.
+//!   or 1,000,000 is reached; the note gives `vm.max_map_count`, the
+//!   mappings in use, how guard pages are made, and the error met. `lwkt`
+//!   only.
 //! * `idle_cpu` (ms of CPU per wall second, lower is better): process CPU
 //!   time (`getrusage`) over ~1 s while 100 threads sleep on a channel
 //!   nobody signals. `lwkt`, `tokio`.

@@ -60,7 +60,10 @@ pub enum StackAllocCause {
     /// Memory or address space.
     Memory,
     /// The kernel's limit on mappings per process (`vm.max_map_count` on
-    /// Linux); each guarded stack needs two.
+    /// Linux); each guarded stack needs one where the kernel has guard
+    /// markers (Linux 6.13+), two otherwise (see [`stack_guard_kind`]).
+    ///
+    /// [`stack_guard_kind`]: crate::stack_guard_kind
     MapCountLimit {
         /// The limit in force.
         limit: usize,
@@ -97,8 +100,8 @@ impl fmt::Display for Error {
                 StackAllocCause::MapCountLimit { limit } => write!(
                     f,
                     "cannot map a {size}-byte thread stack: the process reached the kernel's \
-                     limit of {limit} memory mappings (vm.max_map_count; each stack needs 2); \
-                     raise it with `sysctl vm.max_map_count=N` ({os})"
+                     limit of {limit} memory mappings (vm.max_map_count; each stack needs \
+                     up to 2); raise it with `sysctl vm.max_map_count=N` ({os})"
                 ),
             },
             Error::OsThread(e) => write!(f, "cannot start an OS thread for a CPU: {e}"),

@@ -55,7 +55,9 @@ pub use runtime::{
     DEFAULT_TOKEN_WINDOW_SHIFT, IPIQ_SIZE, MAX_CPUS,
 };
 #[cfg(not(loom))]
-pub use stack::{current_map_count, max_map_count, DEFAULT_STACK_SIZE, MIN_STACK_SIZE};
+pub use stack::{
+    current_map_count, max_map_count, stack_guard_kind, DEFAULT_STACK_SIZE, MIN_STACK_SIZE,
+};
 #[cfg(not(loom))]
 pub use stats::{CpuStats, Stats};
 #[cfg(not(loom))]

@@ -1,11 +1,17 @@
 //! Guarded, lazily committed thread stacks.
 //!
-//! Each stack is one anonymous private mapping: a `PROT_NONE` guard page at
-//! the low end (stacks grow down) and the usable region above it, reserved
-//! with `MAP_NORESERVE` so untouched pages cost neither memory nor commit
-//! charge. The kernel splits the mapping in two at the guard, so a stack
-//! costs two entries against `vm.max_map_count`; when that limit is reached
-//! the error says so instead of aborting.
+//! Each stack is one anonymous private mapping: a guard page at the low end
+//! (stacks grow down) and the usable region above it, reserved with
+//! `MAP_NORESERVE` so untouched pages cost neither memory nor commit
+//! charge.
+//!
+//! The guard is a kernel guard marker (`MADV_GUARD_INSTALL`, Linux 6.13+)
+//! where the kernel has them: the page faults on access like a `PROT_NONE`
+//! one, but the mapping stays whole, so a stack costs at most one entry
+//! against `vm.max_map_count` (and neighbouring stacks usually merge into
+//! one). Elsewhere the guard is `mprotect(PROT_NONE)`, which splits the
+//! mapping in two: two entries per stack. When the limit is reached the
+//! error says so instead of aborting.
 //!
 //! ```text
 //!   high addresses   +------------------+ <- base (initial stack pointer)
@@ -19,6 +25,7 @@
 use std::io;
 use std::num::NonZeroUsize;
 use std::ptr;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::error::{Error, StackAllocCause};
 
@@ -111,11 +118,7 @@ impl Stack {
                 len,
             ),
         };
-        // SAFETY: the first page lies inside the mapping made just above and
-        // nothing refers to it yet.
-        let rc = unsafe { libc::mprotect(p, page, libc::PROT_NONE) };
-        if rc != 0 {
-            let os = io::Error::last_os_error();
+        if let Err(os) = install_guard(p, page) {
             drop(stack); // unmaps
             return Err(classify(size, os));
         }
@@ -146,6 +149,56 @@ fn map_stack_flag() -> libc::c_int {
 )))]
 fn map_stack_flag() -> libc::c_int {
     0
+}
+
+/// `MADV_GUARD_INSTALL` from the kernel's `mman-common.h` (not yet in the
+/// libc crate).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const MADV_GUARD_INSTALL: libc::c_int = 102;
+
+/// Whether the kernel takes guard markers: 0 not yet known, 1 yes, 2 no.
+static GUARD_MARKERS: AtomicU8 = AtomicU8::new(0);
+
+/// How this process makes the guard page under each thread stack: a
+/// kernel guard marker (one mapping per stack) or `mprotect` (two). Decided
+/// when the first stack is mapped.
+pub fn stack_guard_kind() -> &'static str {
+    match GUARD_MARKERS.load(Ordering::Relaxed) {
+        1 => "guard marker (MADV_GUARD_INSTALL), one mapping per stack",
+        2 => "mprotect(PROT_NONE), two mappings per stack",
+        _ => "not decided yet (no stack mapped)",
+    }
+}
+
+/// Makes the page at `p` (the low end of a fresh stack mapping) fault on
+/// any access: a guard marker where the kernel has them, otherwise
+/// `PROT_NONE`.
+fn install_guard(p: *mut libc::c_void, page: usize) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if GUARD_MARKERS.load(Ordering::Relaxed) != 2 {
+        // SAFETY: the page lies inside the private anonymous mapping just
+        // made; nothing refers to it. A kernel without guard markers
+        // rejects the advice with EINVAL and changes nothing.
+        let rc = unsafe { libc::madvise(p, page, MADV_GUARD_INSTALL) };
+        if rc == 0 {
+            GUARD_MARKERS.store(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINVAL) {
+            return Err(e);
+        }
+        GUARD_MARKERS.store(2, Ordering::Relaxed);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    GUARD_MARKERS.store(2, Ordering::Relaxed);
+    // SAFETY: as above; the page becomes inaccessible, which is the point.
+    let rc = unsafe { libc::mprotect(p, page, libc::PROT_NONE) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Names the cause of a failed mapping: a process that is near the kernel's

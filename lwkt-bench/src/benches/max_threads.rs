@@ -108,8 +108,9 @@ fn lwkt(ctx: &Ctx) -> RunResult {
         count as f64,
         format!(
             "vm.max_map_count={limit}; {stop}; {maps} mappings in use, RSS +{rss_mib:.0} MiB, \
-             spawning took {:.2} s",
-            spawn_time.as_secs_f64()
+             spawning took {:.2} s; stack guards: {}",
+            spawn_time.as_secs_f64(),
+            lwkt::stack_guard_kind()
         ),
     ))
 }
