@@ -77,3 +77,37 @@ fn full_ring_refuses_and_len_is_bounded() {
         }
     });
 }
+
+#[test]
+fn ready_means_pop_succeeds() {
+    loom::model(|| {
+        let r = Arc::new(Ring::new(2));
+        let p = {
+            let r = r.clone();
+            thread::spawn(move || {
+                for i in 0..3u32 {
+                    // SAFETY: the only producer; the consumer below frees
+                    // slots, so retry until there is room.
+                    while unsafe { r.push(i) }.is_err() {
+                        thread::yield_now();
+                    }
+                }
+            })
+        };
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            // SAFETY: the model's main thread is the only consumer.
+            if unsafe { r.ready() } {
+                // SAFETY: as above.
+                let v = unsafe { r.pop() };
+                assert!(v.is_some(), "ready() said a value was there");
+                got.push(v.unwrap());
+                assert!(r.len() <= 2, "len {} beyond capacity", r.len());
+            } else {
+                thread::yield_now();
+            }
+        }
+        p.join().unwrap();
+        assert_eq!(got, [0, 1, 2]);
+    });
+}

@@ -490,10 +490,14 @@ impl Cpu {
     }
 
     /// Whether a FIFO addressed to this CPU holds messages. Reads each
-    /// source's `tail`, a line that stays in this CPU's cache until the
-    /// source writes it: polling costs the sources nothing.
+    /// FIFO's next slot, a line that stays in this CPU's cache until the
+    /// source writes the message into it: polling costs the sources
+    /// nothing, and the message arrives with the line.
     fn incoming_ready(&self) -> bool {
-        (0..self.shared.ncpus()).any(|s| s != self.id && !self.shared.ring(s, self.id).is_empty())
+        // SAFETY: this CPU's OS thread is the only consumer of the rings
+        // addressed to it.
+        (0..self.shared.ncpus())
+            .any(|s| s != self.id && unsafe { self.shared.ring(s, self.id).ready() })
     }
 
     /// Drains every FIFO addressed to this CPU without waiting for the
