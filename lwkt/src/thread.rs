@@ -384,16 +384,8 @@ impl CurThread {
                     }
                 }
                 _ => {
-                    // Our turn.
                     cpu.runq.leave_line();
-                    let td = me.td();
-                    let f = td.flags.get() & !tdf::PREEMPTED;
-                    if f & tdf::DESCHED != 0 {
-                        td.flags.set((f & !tdf::DESCHED) | tdf::PARKED);
-                        self.switch_out();
-                    } else {
-                        td.flags.set(f | tdf::RUNNING);
-                    }
+                    self.our_turn();
                     return;
                 }
             }
@@ -401,6 +393,20 @@ impl CurThread {
         cpu.runq.leave_line();
         cpu.runq.insert_at(me, ticket);
         self.run_peers_until_our_turn();
+    }
+
+    /// A yielding thread's turn came (it is off the run queue): run on, or
+    /// park if a `deschedule` arrived meanwhile.
+    #[inline]
+    fn our_turn(&mut self) {
+        let td = self.td.td();
+        let f = td.flags.get() & !tdf::PREEMPTED;
+        if f & tdf::DESCHED != 0 {
+            td.flags.set((f & !tdf::DESCHED) | tdf::PARKED);
+            self.switch_out();
+        } else {
+            td.flags.set(f | tdf::RUNNING);
+        }
     }
 
     /// The switch-out half of a yield, done on this thread's own stack
@@ -421,14 +427,7 @@ impl CurThread {
         loop {
             match cpu.pick() {
                 Some(t) if t == me => {
-                    let td = me.td();
-                    let f = td.flags.get() & !tdf::PREEMPTED;
-                    if f & tdf::DESCHED != 0 {
-                        td.flags.set((f & !tdf::DESCHED) | tdf::PARKED);
-                        self.switch_out();
-                    } else {
-                        td.flags.set(f | tdf::RUNNING);
-                    }
+                    self.our_turn();
                     return;
                 }
                 Some(t) => {

@@ -286,7 +286,33 @@ fn tokio_2rt(ctx: &Ctx) -> RunResult {
     ))
 }
 
+/// Two OS threads pinned to CPUs 0 and 1, sleeping in `park` between
+/// turns (futex).
 fn std_thread(ctx: &Ctx) -> RunResult {
+    pinned_pair(
+        ctx,
+        true,
+        "two OS threads pinned to CPUs 0 and 1, AtomicU64 sequence + park/unpark (futex)",
+    )
+}
+
+/// The hardware floor: two OS threads pinned to CPUs 0 and 1 pass one
+/// `AtomicU64` back and forth, spinning instead of sleeping. Nothing that
+/// wakes a thread on another CPU can beat it; it is here to show how much
+/// of every other figure is the machine's own cache-line transfers.
+fn spin_floor(ctx: &Ctx) -> RunResult {
+    pinned_pair(
+        ctx,
+        false,
+        "two OS threads pinned to CPUs 0 and 1 spinning on one AtomicU64, never sleeping: \
+         the machine's floor for a cross-CPU round trip",
+    )
+}
+
+/// Two OS threads pinned to CPUs 0 and 1 passing a sequence number back
+/// and forth: side 0 posts odd numbers, side 1 answers with even ones.
+/// `sleepy`: wait in `park` (woken by `unpark`) instead of spinning.
+fn pinned_pair(ctx: &Ctx, sleepy: bool, note: &str) -> RunResult {
     need_two_cpus()?;
     let mut err = None;
     let ns = ns_per_op(ctx, |n| {
@@ -302,71 +328,29 @@ fn std_thread(ctx: &Ctx) -> RunResult {
                 let other = handles[1 - me].get().expect("peer registered").clone();
                 let start = Instant::now();
                 for i in 0..n {
-                    // Side 0 posts odd numbers, side 1 answers with even ones.
                     if me == 0 {
                         seq.store(2 * i + 1, Ordering::Release);
-                        other.unpark();
-                    }
-                    let want = if me == 0 { 2 * i + 2 } else { 2 * i + 1 };
-                    while seq.load(Ordering::Acquire) != want {
-                        std::thread::park();
-                    }
-                    if me == 1 {
-                        seq.store(2 * i + 2, Ordering::Release);
-                        other.unpark();
-                    }
-                }
-                (start.elapsed(), pinned)
-            })
-        };
-        let pong = side(1);
-        let ping = side(0);
-        let (d, p0) = ping.join().expect("ping panicked");
-        let (_, p1) = pong.join().expect("pong panicked");
-        if let Err(e) = p0.and(p1) {
-            err = Some(e);
-        }
-        d
-    });
-    match err {
-        Some(e) => Err(e),
-        None => Ok(Sample::with_note(
-            ns,
-            "two OS threads pinned to CPUs 0 and 1, AtomicU64 sequence + park/unpark (futex)",
-        )),
-    }
-}
-
-/// The hardware floor: two OS threads pinned to CPUs 0 and 1 pass one
-/// `AtomicU64` back and forth, spinning instead of sleeping. Nothing that
-/// wakes a thread on another CPU can beat it; it is here to show how much
-/// of every other figure is the machine's own cache-line transfers.
-fn spin_floor(ctx: &Ctx) -> RunResult {
-    need_two_cpus()?;
-    let mut err = None;
-    let ns = ns_per_op(ctx, |n| {
-        let seq = Arc::new(AtomicU64::new(0));
-        let barrier = Arc::new(Barrier::new(2));
-        let side = |me: usize| {
-            let (seq, barrier) = (seq.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                let pinned = pin_current_thread(me);
-                barrier.wait();
-                let start = Instant::now();
-                for i in 0..n {
-                    if me == 0 {
-                        seq.store(2 * i + 1, Ordering::Release);
+                        if sleepy {
+                            other.unpark();
+                        }
                     }
                     let want = if me == 0 { 2 * i + 2 } else { 2 * i + 1 };
                     // Bounded: a lost update fails the run instead of hanging.
                     let mut spins = 0u64;
                     while seq.load(Ordering::Acquire) != want {
-                        std::hint::spin_loop();
-                        spins += 1;
-                        assert!(spins < 1 << 34, "spin_floor: peer never answered");
+                        if sleepy {
+                            std::thread::park();
+                        } else {
+                            std::hint::spin_loop();
+                            spins += 1;
+                            assert!(spins < 1 << 34, "peer never answered");
+                        }
                     }
                     if me == 1 {
                         seq.store(2 * i + 2, Ordering::Release);
+                        if sleepy {
+                            other.unpark();
+                        }
                     }
                 }
                 (start.elapsed(), pinned)
@@ -383,10 +367,6 @@ fn spin_floor(ctx: &Ctx) -> RunResult {
     });
     match err {
         Some(e) => Err(e),
-        None => Ok(Sample::with_note(
-            ns,
-            "two OS threads pinned to CPUs 0 and 1 spinning on one AtomicU64, never sleeping: \
-             the machine's floor for a cross-CPU round trip",
-        )),
+        None => Ok(Sample::with_note(ns, note)),
     }
 }
