@@ -251,6 +251,34 @@ fn yield_alternates_between_two_threads() {
     });
 }
 
+/// A deschedule that arrives while a thread yields (its peers running on
+/// its behalf) parks it when its turn comes, until a schedule.
+#[test]
+fn deschedule_during_a_yield_parks_at_the_turn() {
+    bounded(30, "deschedule in yield", || {
+        let rt = Runtime::builder().cpus(1).build().unwrap();
+        let order = log();
+        let o = order.clone();
+        rt.block_on(move |td| {
+            let me = td.thread_ref();
+            let ob = o.clone();
+            let b = td.spawn(move |td| {
+                ob.lock().unwrap().push("b1");
+                me.deschedule();
+                // Back to m, whose turn it is: it parks instead of running.
+                td.yield_now();
+                ob.lock().unwrap().push("b2");
+                me.schedule();
+            });
+            o.lock().unwrap().push("m1");
+            td.yield_now();
+            o.lock().unwrap().push("m2");
+            b.join(td).unwrap();
+        });
+        assert_eq!(*order.lock().unwrap(), ["m1", "b1", "b2", "m2"]);
+    });
+}
+
 #[test]
 fn yield_now_never_runs_lower_priority() {
     bounded(30, "yield lower", || {
