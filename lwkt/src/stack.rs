@@ -181,7 +181,11 @@ fn install_guard(p: *mut libc::c_void, page: usize) -> io::Result<()> {
         // rejects the advice with EINVAL and changes nothing.
         let rc = unsafe { libc::madvise(p, page, MADV_GUARD_INSTALL) };
         if rc == 0 {
-            GUARD_MARKERS.store(1, Ordering::Relaxed);
+            // Written once, not on every stack: CPUs mapping stacks at
+            // once would otherwise bounce this line between them.
+            if GUARD_MARKERS.load(Ordering::Relaxed) == 0 {
+                GUARD_MARKERS.store(1, Ordering::Relaxed);
+            }
             return Ok(());
         }
         let e = io::Error::last_os_error();

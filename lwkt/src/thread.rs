@@ -202,13 +202,18 @@ impl CurThread {
 
     #[inline(always)]
     fn switch_out(&mut self) {
-        let td = self.td.td();
-        if td.tok_used.get() != 0 {
+        if self.td.td().tok_used.get() != 0 {
             // Every switch-away releases all tokens; the scheduler takes
             // them again before this thread runs.
             self.release_tokens();
         }
-        let y: *const Yld = td.yielder.get();
+        self.suspend_raw();
+    }
+
+    /// The switch itself, for a thread that holds no tokens.
+    #[inline(always)]
+    fn suspend_raw(&mut self) {
+        let y: *const Yld = self.td.td().yielder.get();
         // SAFETY: the yielder lives on this thread's own stack for as long
         // as the coroutine runs, and we are running on that stack now.
         unsafe { (*y).suspend(()) };
@@ -245,10 +250,7 @@ impl CurThread {
             // checks for them as soon as we are back.
             td.flags.set(f & !tdf::RUNNING);
             cpu.runq.push_back(self.td);
-            let y: *const Yld = td.yielder.get();
-            // SAFETY: as in `switch_out`: the yielder lives on this
-            // thread's stack, which we are running on.
-            unsafe { (*y).suspend(()) };
+            self.suspend_raw();
             return;
         }
         if cpu.quiet() && f & (tdf::CANCEL | tdf::DESCHED) == 0 {
@@ -369,7 +371,6 @@ impl CurThread {
         loop {
             let pri = me.td().pri.get();
             // Set on every pass: a peer may change our priority.
-            cpu.runq.leave_line();
             cpu.runq.line_up(pri);
             match cpu.runq.first() {
                 Some(b) if cpu.runq.ahead_of(b, pri, ticket) => {

@@ -44,10 +44,6 @@ use crate::stats::Counters;
 /// |       |      |                             | `bit-2` has work; with     |
 /// |       |      |                             | more: `pending[bit-2]` is  |
 /// |       |      |                             | nonzero (two levels)       |
-/// Up to this many CPUs, an idle CPU watches its incoming FIFOs directly
-/// as well as its attention word (one load per source per poll).
-const IDLE_WATCH_RINGS_MAX: usize = 8;
-
 pub(crate) mod attn {
     pub(crate) const TICK: u64 = 1 << 0;
     pub(crate) const EXT: u64 = 1 << 1;
@@ -58,6 +54,10 @@ pub(crate) mod attn {
     /// Words of source bits one attention word can summarise.
     pub(crate) const MAX_WORDS: usize = 62;
 }
+
+/// Up to this many CPUs, an idle CPU watches its incoming FIFOs directly
+/// as well as its attention word (one load per source per poll).
+const IDLE_WATCH_RINGS_MAX: usize = 8;
 
 /// A message from one CPU (or an outside thread) to another.
 pub(crate) enum IpiMsg {

@@ -94,11 +94,10 @@ impl RunQueue {
         top(self.bitmap.get() | self.lined.get())
     }
 
-    /// Marks a thread of priority `pri` as standing in line unlinked (see
-    /// `lined`).
+    /// Marks the CPU's one thread standing in line unlinked (see `lined`)
+    /// as being of priority `pri`; called again when its priority changes.
     #[inline]
     pub(crate) fn line_up(&self, pri: u8) {
-        debug_assert_eq!(self.lined.get(), 0, "two threads in line on one CPU");
         self.lined.set(1 << pri);
     }
 
