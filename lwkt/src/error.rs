@@ -1,4 +1,5 @@
-//! Errors returned by the runtime.
+//! Errors returned by the runtime. A leaf module: it imports nothing from
+//! the rest of the crate, so every layer can use it.
 
 use std::fmt;
 use std::io;
@@ -22,6 +23,22 @@ pub enum Error {
         requested: usize,
         /// The minimum, in bytes.
         min: usize,
+    },
+    /// A stack size above the maximum (`MAX_STACK_SIZE`).
+    StackTooLarge {
+        /// What was asked for, in bytes.
+        requested: usize,
+        /// The maximum, in bytes.
+        max: usize,
+    },
+    /// A builder setting outside its valid range.
+    InvalidSetting {
+        /// The builder method, e.g. `"token_backoff_max"`.
+        setting: &'static str,
+        /// The value given.
+        value: u64,
+        /// The valid range, in words (e.g. `"at most 1048576"`).
+        valid: &'static str,
     },
     /// `hz` must be between 1 and 10,000.
     InvalidHz(u32),
@@ -51,6 +68,9 @@ pub enum Error {
     NotDescheduled,
     /// The thread has exited.
     NoSuchThread,
+    /// A handle or thread reference of one runtime was used from a thread
+    /// of another runtime, for an operation that cannot cross runtimes.
+    ForeignRuntime,
 }
 
 /// What ran out when a stack could not be mapped.
@@ -61,9 +81,8 @@ pub enum StackAllocCause {
     Memory,
     /// The kernel's limit on mappings per process (`vm.max_map_count` on
     /// Linux); each guarded stack needs one where the kernel has guard
-    /// markers (Linux 6.13+), two otherwise (see [`stack_guard_kind`]).
-    ///
-    /// [`stack_guard_kind`]: crate::stack_guard_kind
+    /// markers (Linux 6.13+), two otherwise (`lwkt::stack_guard_kind()`
+    /// says which).
     MapCountLimit {
         /// The limit in force.
         limit: usize,
@@ -84,6 +103,15 @@ impl fmt::Display for Error {
                 f,
                 "stack size {requested} bytes is below the minimum of {min} bytes"
             ),
+            Error::StackTooLarge { requested, max } => write!(
+                f,
+                "stack size {requested} bytes is above the maximum of {max} bytes"
+            ),
+            Error::InvalidSetting {
+                setting,
+                value,
+                valid,
+            } => write!(f, "invalid {setting}({value}): it must be {valid}"),
             Error::InvalidHz(hz) => write!(f, "hz must be between 1 and 10000, got {hz}"),
             Error::InvalidCpu { cpu, ncpus } => write!(
                 f,
@@ -112,6 +140,10 @@ impl fmt::Display for Error {
                  only a parked thread can be pulled to another CPU"
             ),
             Error::NoSuchThread => write!(f, "the thread has exited"),
+            Error::ForeignRuntime => write!(
+                f,
+                "the thread belongs to another runtime: this operation cannot cross runtimes"
+            ),
         }
     }
 }
@@ -133,10 +165,8 @@ pub struct Panicked {
 }
 
 impl Panicked {
-    pub(crate) fn new(message: String) -> Panicked {
-        Panicked { message }
-    }
-
+    /// The message of a panic payload: its text when it is a string,
+    /// `"Box<dyn Any>"` otherwise (as std's panic hook prints it).
     pub(crate) fn from_payload(p: &(dyn std::any::Any + Send)) -> Panicked {
         let message = if let Some(s) = p.downcast_ref::<&'static str>() {
             (*s).to_string()

@@ -2,7 +2,8 @@
 //!
 //! DragonFly BSD's light-weight kernel threads in user space: one
 //! self-contained scheduler per CPU, stackful cooperative threads with
-//! fixed priorities, sleep/wakeup on any address, and IPIs between CPUs.
+//! fixed priorities, sleep/wakeup on any address, IPIs between CPUs, and
+//! serializing tokens whose rules the compiler checks.
 //!
 //! ```
 //! let rt = lwkt::Runtime::builder().cpus(2).build()?;
@@ -13,17 +14,20 @@
 //! assert_eq!(v, 10);
 //! # Ok::<(), lwkt::Error>(())
 //! ```
+//!
+//! The layers, bottom up (each imports only the ones below it; see
+//! `ARCHITECTURE.md` in the repository):
+//! `sync`, `error`, `priority`, `stats` → `stack`, `ipi`, `tokref` →
+//! `sched` → `thread` → `token` → `runtime`.
 #![warn(missing_docs, unreachable_pub, unsafe_op_in_unsafe_fn)]
 
 #[cfg(not(loom))]
 mod affinity;
 #[cfg(not(loom))]
 mod error;
+mod ipi;
 #[cfg(not(loom))]
 mod priority;
-#[cfg(not(loom))]
-mod ps;
-mod ring;
 #[cfg(not(loom))]
 mod runtime;
 #[cfg(not(loom))]
@@ -35,44 +39,49 @@ mod stats;
 mod sync;
 #[cfg(not(loom))]
 mod thread;
-#[cfg(not(loom))]
-mod thread_ref;
+#[cfg(loom)]
+#[path = "thread/packet.rs"]
+mod thread_packet;
 #[cfg(not(loom))]
 mod token;
-#[cfg(loom)]
-#[path = "token/word.rs"]
-mod token_word;
+mod tokref;
 
 #[cfg(not(loom))]
 pub use error::{Error, Panicked, SleepError, StackAllocCause};
 #[cfg(not(loom))]
 pub use priority::Priority;
 #[cfg(not(loom))]
-pub use ps::{ThreadInfo, ThreadState};
-#[cfg(not(loom))]
 pub use runtime::{
-    Builder, Handle, Runtime, DEFAULT_HZ, DEFAULT_TOKEN_BACKOFF_MAX, DEFAULT_TOKEN_SPIN_LOOPS,
-    DEFAULT_TOKEN_WINDOW_SHIFT, IPIQ_SIZE, MAX_CPUS,
+    Builder, Runtime, DEFAULT_HZ, DEFAULT_IDLE_SPIN, DEFAULT_IDLE_WATCH, DEFAULT_TOKEN_BACKOFF_MAX,
+    DEFAULT_TOKEN_SPIN_LOOPS, DEFAULT_TOKEN_WINDOW_SHIFT, IPIQ_SIZE, MAX_TOKEN_BACKOFF,
 };
 #[cfg(not(loom))]
+pub use sched::machine::MAX_CPUS;
+#[cfg(not(loom))]
 pub use stack::{
-    current_map_count, max_map_count, stack_guard_kind, DEFAULT_STACK_SIZE, MIN_STACK_SIZE,
+    current_map_count, max_map_count, stack_guard_kind, DEFAULT_STACK_SIZE, MAX_STACK_SIZE,
+    MIN_STACK_SIZE,
 };
 #[cfg(not(loom))]
 pub use stats::{CpuStats, Stats};
 #[cfg(not(loom))]
-pub use thread::{wakeup, wakeup_one, CurThread, JoinHandle, Sleep, ThreadBuilder, ThreadId};
-#[cfg(not(loom))]
-pub use thread_ref::{CritSection, ThreadRef};
+pub use thread::{
+    wakeup, wakeup_one, CritSection, CurThread, Handle, JoinHandle, Sleep, ThreadBuilder, ThreadId,
+    ThreadInfo, ThreadRef, ThreadState,
+};
 #[cfg(not(loom))]
 pub use token::{
-    pool_token, SharedTokenGuard, Token, TokenGuard, TokenMut, TokenRef, MAX_TOKENS, POOL_TOKENS,
+    pool_token, Pooled, SharedTokenGuard, Token, TokenGuard, TokenMut, TokenRef, MAX_TOKENS,
+    POOL_TOKENS,
 };
 
 /// Lock-free building blocks, exposed only to the loom model tests.
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod __loom {
-    pub use crate::ring::Ring;
-    pub use crate::token_word::{Try, Word, EXCLREQ, EXCLUSIVE, INCR};
+    pub use crate::ipi::ring::Ring;
+    pub use crate::ipi::{attn, Mailbox};
+    pub use crate::thread_packet::{pk, PacketState};
+    pub use crate::tokref::word::{Try, Word, DEAD, EXCLREQ, EXCLUSIVE, INCR};
+    pub use crate::tokref::RawToken;
 }

@@ -1,12 +1,44 @@
-//! Atomics and cells for the lock-free protocols, swapped for loom's
-//! model-checked versions under `--cfg loom` (as tokio does), so the same
-//! code is what the model checker explores.
+//! The one place the crate takes its cross-thread primitives from.
+//!
+//! Every atomic, `Arc`, parking call and shared cell used by a protocol
+//! between OS threads is imported from here, never from `std` directly.
+//! Under `--cfg loom` these are loom's model-checked versions (as tokio
+//! does), so the code the model checker explores is the code that runs.
+//! Owner-only state (a CPU's run queue, a thread's flags) uses plain
+//! `Cell`s and is not routed through here: no other thread can see it.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
+pub(crate) mod atomic {
+    pub(crate) use loom::sync::atomic::{
+        fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+    };
+}
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicUsize, Ordering};
+pub(crate) mod atomic {
+    pub(crate) use std::sync::atomic::{
+        fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+    };
+}
+
+#[cfg(loom)]
+pub(crate) use loom::sync::{Arc, Mutex};
+#[cfg(not(loom))]
+pub(crate) use std::sync::{Arc, Mutex};
+
+/// Parking of OS threads (the futex under an idle CPU and under
+/// `join_blocking`).
+#[cfg(loom)]
+pub(crate) mod thread {
+    pub(crate) use loom::thread::{current, park, Thread};
+}
+
+/// Parking of OS threads (the futex under an idle CPU and under
+/// `join_blocking`).
+#[cfg(not(loom))]
+pub(crate) mod thread {
+    pub(crate) use std::thread::{current, park, park_timeout, Thread};
+}
 
 /// An `UnsafeCell` with loom's closure-based access API.
 #[cfg(loom)]
@@ -27,4 +59,18 @@ impl<T> UnsafeCell<T> {
     pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
         f(self.0.get())
     }
+}
+
+/// Locks a std mutex, ignoring poisoning: every mutex in this crate guards
+/// data that stays consistent across a panic (queues of owned messages,
+/// thread handles), so a panic elsewhere must not wedge the runtime.
+#[cfg(not(loom))]
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Locks a loom mutex (loom's mutexes do not poison).
+#[cfg(loom)]
+pub(crate) fn lock<T>(m: &Mutex<T>) -> loom::sync::MutexGuard<'_, T> {
+    m.lock().unwrap()
 }

@@ -35,7 +35,7 @@ fn smoke() {
             drop(b);
             assert_eq!(td.crit_count(), 1);
             // Blocking inside a critical section is allowed.
-            td.sleep_for(Duration::from_millis(1));
+            td.sleep_for(Duration::from_millis(1)).unwrap();
             drop(a);
             assert_eq!(td.crit_count(), 0);
         });
@@ -201,7 +201,7 @@ fn preempted_thread_keeps_its_token_and_the_preemptor_waits_for_it() {
         let l = log();
         let l2 = l.clone();
         rt.block_on(move |td| {
-            let mut g = td.get_token(&T);
+            let g = td.get_token(&T);
             g.get(td).push("main");
             let l3 = l2.clone();
             push(&l2, "spawn");
@@ -209,7 +209,7 @@ fn preempted_thread_keeps_its_token_and_the_preemptor_waits_for_it() {
                 .interrupt()
                 .spawn(td, move |td| {
                     push(&l3, "irq-start");
-                    let mut g = td.get_token(&T); // held by the preempted thread
+                    let g = td.get_token(&T); // held by the preempted thread
                     push(&l3, "irq-got-token");
                     g.get(td).push("irq");
                 })
@@ -221,7 +221,7 @@ fn preempted_thread_keeps_its_token_and_the_preemptor_waits_for_it() {
             assert_eq!(*g.get(td), ["main"]);
             drop(g);
             h.join(td).unwrap();
-            let mut g = td.get_token(&T);
+            let g = td.get_token(&T);
             assert_eq!(*g.get(td), ["main", "irq"]);
         });
         assert_eq!(
@@ -290,20 +290,20 @@ fn park_is_ended_only_by_schedule_and_a_prior_schedule_is_remembered() {
                         t0.elapsed() < Duration::from_secs(10),
                         "never reached {want:?}: {l:?}"
                     );
-                    td.sleep_for(Duration::from_millis(1));
+                    td.sleep_for(Duration::from_millis(1)).unwrap();
                 }
             };
             wait_state(td, ThreadState::Parked);
             // Wakeups and interrupts do not end a park.
             lwkt::wakeup(&*runs);
             tr.interrupt();
-            td.sleep_for(Duration::from_millis(20));
+            td.sleep_for(Duration::from_millis(20)).unwrap();
             assert_eq!(runs.load(Ordering::SeqCst), 0);
             tr.schedule(); // from CPU 0, by IPI
             let t0 = Instant::now();
             while runs.load(Ordering::SeqCst) < 1 {
                 assert!(t0.elapsed() < Duration::from_secs(10));
-                td.sleep_for(Duration::from_millis(1));
+                td.sleep_for(Duration::from_millis(1)).unwrap();
             }
             tr.schedule();
             h.join(td).unwrap();
@@ -338,12 +338,12 @@ fn deschedule_and_schedule_from_another_cpu() {
                 .unwrap();
             let r = w.thread();
             while count.load(Ordering::SeqCst) < 1000 {
-                td.sleep_for(Duration::from_millis(1));
+                td.sleep_for(Duration::from_millis(1)).unwrap();
             }
             r.deschedule();
-            td.sleep_for(Duration::from_millis(10));
+            td.sleep_for(Duration::from_millis(10)).unwrap();
             let a = count.load(Ordering::SeqCst);
-            td.sleep_for(Duration::from_millis(30));
+            td.sleep_for(Duration::from_millis(30)).unwrap();
             let b = count.load(Ordering::SeqCst);
             assert_eq!(a, b, "a descheduled thread kept running");
             r.set_priority(Priority::KERN_USER);
@@ -354,7 +354,7 @@ fn deschedule_and_schedule_from_another_cpu() {
                     t0.elapsed() < Duration::from_secs(10),
                     "schedule() did not restart it"
                 );
-                td.sleep_for(Duration::from_millis(1));
+                td.sleep_for(Duration::from_millis(1)).unwrap();
             }
             stop.store(true, Ordering::SeqCst);
             w.join(td).unwrap();
@@ -438,7 +438,7 @@ fn migration_under_load_with_tokens_held_and_sleeps_10k_migrations() {
                                 unsafe { td.migrate(next) }.unwrap();
                                 assert_eq!(td.cpu(), next);
                                 if k % 16 == 0 {
-                                    td.sleep_for(Duration::from_micros(50));
+                                    td.sleep_for(Duration::from_micros(50)).unwrap();
                                 }
                                 if k % 7 == 0 {
                                     drop(g);
@@ -481,7 +481,7 @@ fn pull_a_parked_thread_to_this_cpu() {
                     Ok(()) => break,
                     Err(Error::NotDescheduled) => {
                         assert!(t0.elapsed() < Duration::from_secs(10));
-                        td.sleep_for(Duration::from_millis(1));
+                        td.sleep_for(Duration::from_millis(1)).unwrap();
                     }
                     Err(e) => panic!("{e}"),
                 }
@@ -501,13 +501,13 @@ fn pull_a_parked_thread_to_this_cpu() {
                 .cpu(1)
                 .spawn(td, |td| td.sleep_for(Duration::from_millis(50)))
                 .unwrap();
-            td.sleep_for(Duration::from_millis(5));
+            td.sleep_for(Duration::from_millis(5)).unwrap();
             // SAFETY: as above.
             assert!(matches!(
                 unsafe { busy.thread().pull(td) },
                 Err(Error::NotDescheduled)
             ));
-            busy.join(td).unwrap();
+            busy.join(td).unwrap().unwrap();
         });
     });
 }
@@ -543,7 +543,7 @@ fn shutdown_cancels_parked_and_migrating_threads() {
                     })
                     .unwrap();
             }
-            td.sleep_for(Duration::from_millis(20));
+            td.sleep_for(Duration::from_millis(20)).unwrap();
         });
         drop(rt);
         assert_eq!(

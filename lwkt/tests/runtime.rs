@@ -83,7 +83,7 @@ fn spawn_on_every_cpu_and_join_from_another_cpu() {
                     .name(format!("w{c}"))
                     .spawn(td, move |td| {
                         assert_eq!(td.name(), Some(format!("w{c}").as_str()));
-                        td.sleep_for(Duration::from_millis(2));
+                        td.sleep_for(Duration::from_millis(2)).unwrap();
                         (td.cpu(), td.id())
                     })
                     .unwrap();
@@ -370,9 +370,16 @@ fn block_on_panic_propagates_to_caller() {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         rt.block_on(|_| -> () { panic!("main thread failed") })
     }));
+    // The payload comes back as thrown: a `&str` for a literal message,
+    // a `String` for a formatted one.
     let p = r.unwrap_err();
-    let msg = p.downcast_ref::<String>().unwrap();
+    let msg = p.downcast_ref::<&str>().copied().unwrap();
     assert!(msg.contains("main thread failed"), "{msg}");
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(|_| -> () { panic!("failed with {}", std::hint::black_box(42)) })
+    }));
+    let p = r.unwrap_err();
+    assert_eq!(p.downcast_ref::<String>().unwrap(), "failed with 42");
     // And the runtime still works.
     assert_eq!(rt.block_on(|_| 1), 1);
 }
@@ -414,7 +421,7 @@ fn dropping_runtime_cancels_sleepers_and_runs_destructors() {
                 }
             }
             while a.load(Ordering::SeqCst) < 100 {
-                td.sleep_for(Duration::from_millis(1));
+                td.sleep_for(Duration::from_millis(1)).unwrap();
             }
             // CPU 1: a high-priority thread that only polls maybe_yield,
             // and behind it threads that never get to start.
@@ -508,17 +515,17 @@ fn spawn_and_join_from_plain_os_thread() {
 }
 
 #[test]
-fn stack_allocation_failure_is_an_err() {
-    bounded(30, "alloc failure", || {
+fn oversized_stack_is_an_err_not_a_failed_mapping() {
+    bounded(30, "oversized stack", || {
         let rt = Runtime::builder().cpus(1).build().unwrap();
         rt.block_on(|td| {
-            // 2^50 bytes: beyond the user address space.
+            // 2^50 bytes: above MAX_STACK_SIZE, refused before any mapping.
             let e = ThreadBuilder::new()
                 .stack_size(1 << 50)
                 .spawn(td, |_| ())
                 .unwrap_err();
-            assert!(matches!(e, Error::StackAlloc { .. }), "{e}");
-            assert!(e.to_string().contains("thread stack"), "{e}");
+            assert!(matches!(e, Error::StackTooLarge { .. }), "{e}");
+            assert!(e.to_string().contains("above the maximum"), "{e}");
             // Still usable.
             td.spawn(|_| ()).join(td).unwrap();
         });
@@ -526,7 +533,7 @@ fn stack_allocation_failure_is_an_err() {
             .stack_size(1 << 50)
             .spawn_from(&rt.handle(), |_| ())
             .unwrap_err();
-        assert!(matches!(e, Error::StackAlloc { .. }), "{e}");
+        assert!(matches!(e, Error::StackTooLarge { .. }), "{e}");
     });
 }
 
@@ -573,6 +580,7 @@ fn stats_count_switches_and_ipis() {
                     .spawn(td, |td| td.sleep_for(Duration::from_micros(100)))
                     .unwrap()
                     .join(td)
+                    .unwrap()
                     .unwrap();
             }
         });

@@ -193,7 +193,7 @@ fn timeouts_return_timed_out() {
             );
 
             let t0 = Instant::now();
-            td.sleep_for(Duration::from_millis(15));
+            td.sleep_for(Duration::from_millis(15)).unwrap();
             assert!(t0.elapsed() >= Duration::from_millis(15));
         });
     });
@@ -222,7 +222,7 @@ fn wakeup_one_wakes_exactly_one() {
                 })
                 .collect();
             while asleep.load(Ordering::SeqCst) < n {
-                td.sleep_for(Duration::from_millis(1));
+                td.sleep_for(Duration::from_millis(1)).unwrap();
             }
             for expect in 1..=4 {
                 lwkt::wakeup_one(&*chan);
@@ -232,10 +232,10 @@ fn wakeup_one_wakes_exactly_one() {
                         t0.elapsed() < Duration::from_secs(10),
                         "wakeup_one woke nobody"
                     );
-                    td.sleep_for(Duration::from_millis(1));
+                    td.sleep_for(Duration::from_millis(1)).unwrap();
                 }
                 // Give any extra wakeups time to show.
-                td.sleep_for(Duration::from_millis(20));
+                td.sleep_for(Duration::from_millis(20)).unwrap();
                 assert_eq!(
                     chan.load(Ordering::SeqCst),
                     expect,
@@ -322,9 +322,9 @@ fn interruptible_sleep_is_interrupted_and_plain_sleep_is_not() {
                 })
                 .unwrap();
             while !ready.load(Ordering::SeqCst) {
-                td.sleep_for(Duration::from_millis(1));
+                td.sleep_for(Duration::from_millis(1)).unwrap();
             }
-            td.sleep_for(Duration::from_millis(5));
+            td.sleep_for(Duration::from_millis(5)).unwrap();
             h.interrupt();
             assert_eq!(h.join(td).unwrap(), Err(SleepError::Interrupted));
 
@@ -361,7 +361,7 @@ fn many_threads_sleep_and_all_wake() {
                         .unwrap()
                 })
                 .collect();
-            td.sleep_for(Duration::from_millis(10));
+            td.sleep_for(Duration::from_millis(10)).unwrap();
             gate.store(1, Ordering::SeqCst);
             lwkt::wakeup(&*gate);
             for h in hs {

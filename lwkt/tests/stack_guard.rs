@@ -1,5 +1,6 @@
 //! The guard page under every thread stack: an overflow faults instead of
-//! running into the neighbouring memory (often another thread's stack).
+//! running into the neighbouring memory (often another thread's stack),
+//! and the fault is reported with the lwkt thread's name and CPU.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
@@ -67,11 +68,19 @@ fn stack_overflow_body() {
         "the recursion ran past the stack without faulting: no guard page ({})",
         lwkt::stack_guard_kind()
     );
+    // The fault on the guard page is reported (the thread's name, id and
+    // CPU) and the process aborts, as std does for its own threads.
     assert_eq!(
         out.status.signal(),
-        Some(libc::SIGSEGV),
-        "the child should die of SIGSEGV on the guard page; status {:?}, stderr: {stderr}",
+        Some(libc::SIGABRT),
+        "the child should abort after the overflow report; status {:?}, stderr: {stderr}",
         out.status
+    );
+    assert!(
+        stderr.contains("lwkt thread 'main'")
+            && stderr.contains("on CPU 0")
+            && stderr.contains("has overflowed its stack"),
+        "the overflow report names the thread and its CPU; stderr: {stderr}"
     );
 }
 

@@ -19,12 +19,12 @@ fn smoke() {
     bounded(30, "token smoke", || {
         rt(1).block_on(|td| {
             assert_eq!(T.name(), "smoke");
-            let mut g = td.get_token(&T);
+            let g = td.get_token(&T);
             *g.get(td) += 1;
             assert_eq!(td.token_count(&T), 1);
             // Recursive exclusive, then shared inside exclusive.
             {
-                let mut g2 = td.get_token(&T);
+                let g2 = td.get_token(&T);
                 *g2.get(td) += 1;
                 let s = td.get_token_shared(&T);
                 assert_eq!(*s.get(td), 2);
@@ -111,42 +111,33 @@ fn more_than_32_tokens_panics_clearly() {
     });
 }
 
+/// Two live references through recursively taken guards do not compile
+/// (the `compile_fail,E0499`/`E0502` doctests in `token/mod.rs` pin that);
+/// sequential borrows through each guard work, and the data stays consistent
+/// as the guards are released in any order.
 #[test]
-fn aliasing_borrows_through_recursive_guards_are_refused() {
+fn recursive_guards_give_sequential_borrows_and_release_in_any_order() {
     static T: Token<u32> = Token::new("alias", 0);
-    bounded(30, "aliasing", || {
+    bounded(30, "recursive borrows", || {
         let rt = rt(1);
-        let e = rt.block_on(|td| {
-            td.spawn(|td| {
-                let mut a = td.get_token(&T);
-                let mut b = td.get_token(&T);
-                let x = a.get(td);
-                let y = b.get(td); // would alias x
-                drop((x, y));
-            })
-            .join(td)
-            .unwrap_err()
-        });
-        assert!(e.message().contains("already borrowed mutably"), "{e}");
-        let e = rt.block_on(|td| {
-            td.spawn(|td| {
-                let mut a = td.get_token(&T);
-                let s = td.get_token_shared(&T);
-                let r = s.get(td);
-                let w = a.get(td); // &mut while & is live
-                drop((r, w));
-            })
-            .join(td)
-            .unwrap_err()
-        });
-        assert!(e.message().contains("already borrowed shared"), "{e}");
-        // Sequential borrows through both guards are fine.
         rt.block_on(|td| {
-            let mut a = td.get_token(&T);
-            let mut b = td.get_token(&T);
+            let a = td.get_token(&T);
+            let b = td.get_token(&T);
             *a.get(td) += 1;
             *b.get(td) += 1;
             assert_eq!(*a.get(td), 2);
+            let s = td.get_token_shared(&T);
+            assert_eq!(*s.get(td), 2);
+            drop(a); // the primary goes first: b keeps it exclusive
+            assert!(T.is_held_exclusive());
+            *b.get(td) += 1;
+            drop(b); // only the nested shared use is left: downgraded
+            assert!(!T.is_held_exclusive());
+            assert_eq!(T.shared_holders(), 1);
+            assert_eq!(*s.get(td), 3);
+            drop(s);
+            assert_eq!(T.shared_holders(), 0);
+            assert_eq!(td.tokens_held(), 0);
         });
     });
 }
@@ -167,17 +158,20 @@ fn a_guard_smuggled_to_another_thread_cannot_reach_the_data() {
             let a = td.spawn(|td| {
                 let g = td.get_token(&T);
                 STASH.with(|s| *s.borrow_mut() = Some(g));
-                td.sleep_for(Duration::from_millis(20));
+                td.sleep_for(Duration::from_millis(20)).unwrap();
             });
             td.yield_now();
             let b = td.spawn(|td| {
-                let mut g = STASH
+                let g = STASH
                     .with(|s| s.borrow_mut().take())
                     .expect("stashed guard");
                 *g.get(td) += 1;
             });
             let e = b.join(td).unwrap_err();
-            assert!(e.message().contains("other than the one holding it"), "{e}");
+            assert!(
+                e.message().contains("belong to the thread that took them"),
+                "{e}"
+            );
             a.join(td).unwrap();
         });
         assert!(
@@ -324,7 +318,7 @@ fn random_section(td: &mut CurThread, rng: &mut u64, me: u64, acq: &AtomicU64) {
         } else {
             second
         };
-        let mut x = td.get_token(toks[other]);
+        let x = td.get_token(toks[other]);
         acq.fetch_add(1, Ordering::Relaxed);
         {
             let d = x.get(td);
@@ -336,7 +330,7 @@ fn random_section(td: &mut CurThread, rng: &mut u64, me: u64, acq: &AtomicU64) {
         d.enter_shared();
         d.exit_shared();
     } else {
-        let mut g = td.get_token(toks[first]);
+        let g = td.get_token(toks[first]);
         acq.fetch_add(1, Ordering::Relaxed);
         {
             let d = g.get(td);
@@ -345,13 +339,13 @@ fn random_section(td: &mut CurThread, rng: &mut u64, me: u64, acq: &AtomicU64) {
             d.exit_excl(me);
         }
         if block == 1 {
-            td.sleep_for(Duration::from_micros(20));
+            td.sleep_for(Duration::from_micros(20)).unwrap();
         } else if block == 2 {
             td.yield_now();
         }
         // Recursion (exclusive or shared) and a second token.
         if r & (1 << 17) != 0 {
-            let mut g2 = td.get_token(toks[first]);
+            let g2 = td.get_token(toks[first]);
             acq.fetch_add(1, Ordering::Relaxed);
             let d = g2.get(td);
             d.enter_excl(me);
@@ -363,7 +357,7 @@ fn random_section(td: &mut CurThread, rng: &mut u64, me: u64, acq: &AtomicU64) {
             d.enter_shared();
             d.exit_shared();
         }
-        let mut y = td.get_token(toks[second]);
+        let y = td.get_token(toks[second]);
         acq.fetch_add(1, Ordering::Relaxed);
         {
             let d = y.get(td);
@@ -435,10 +429,10 @@ fn ab_ba_with_sleeps_between_completes() {
                         .spawn(td, move |td| {
                             for _ in 0..200 {
                                 let (first, second) = if i % 2 == 0 { (&A, &B) } else { (&B, &A) };
-                                let mut g1 = td.get_token(first);
+                                let g1 = td.get_token(first);
                                 *g1.get(td) += 1;
-                                td.sleep_for(Duration::from_micros(10));
-                                let mut g2 = td.get_token(second);
+                                td.sleep_for(Duration::from_micros(10)).unwrap();
+                                let g2 = td.get_token(second);
                                 *g2.get(td) += 1;
                                 *g1.get(td) += 1;
                             }
@@ -449,8 +443,8 @@ fn ab_ba_with_sleeps_between_completes() {
             for h in hs {
                 h.join(td).unwrap();
             }
-            let mut a = td.get_token(&A);
-            let mut b = td.get_token(&B);
+            let a = td.get_token(&A);
+            let b = td.get_token(&B);
             let total = *a.get(td) + *b.get(td);
             assert_eq!(total, 8 * 200 * 3);
         });
@@ -465,13 +459,13 @@ fn token_held_across_sleep_is_released_and_changes_are_seen() {
         rt.block_on(|td| {
             let chan = Arc::new(AtomicUsize::new(0));
             let c = chan.clone();
-            let mut g = td.get_token(&T);
+            let g = td.get_token(&T);
             g.get(td).push("holder");
             let other = ThreadBuilder::new()
                 .cpu(1)
                 .spawn(td, move |td| {
                     // Blocks until the holder sleeps, then changes the data.
-                    let mut g = td.get_token(&T);
+                    let g = td.get_token(&T);
                     g.get(td).push("other");
                     c.store(1, Ordering::SeqCst);
                     lwkt::wakeup(&*c);
@@ -554,13 +548,13 @@ fn exclusive_waiter_is_not_starved_by_a_stream_of_shared_holders() {
                 })
                 .collect();
             while rounds.load(Ordering::Relaxed) < 1000 {
-                td.sleep_for(Duration::from_millis(1));
+                td.sleep_for(Duration::from_millis(1)).unwrap();
             }
             let before = rounds.load(Ordering::Relaxed);
             let writer = ThreadBuilder::new()
                 .cpu(1)
                 .spawn(td, |td| {
-                    let mut g = td.get_token(&T);
+                    let g = td.get_token(&T);
                     *g.get(td) = 42;
                 })
                 .unwrap();
@@ -570,7 +564,7 @@ fn exclusive_waiter_is_not_starved_by_a_stream_of_shared_holders() {
                     t0.elapsed() < Duration::from_secs(20),
                     "exclusive waiter starved"
                 );
-                td.sleep_for(Duration::from_millis(1));
+                td.sleep_for(Duration::from_millis(1)).unwrap();
             }
             writer.join(td).unwrap();
             let during = rounds.load(Ordering::Relaxed) - before;
@@ -665,7 +659,7 @@ fn panic_while_holding_tokens_releases_them() {
             let h = ThreadBuilder::new()
                 .cpu(1)
                 .spawn(td, |td| {
-                    let mut a = td.get_token(&A);
+                    let a = td.get_token(&A);
                     let _b = td.get_token_shared(&B);
                     *a.get(td) = 7;
                     // A forgotten guard must not keep the token forever either.
@@ -677,7 +671,7 @@ fn panic_while_holding_tokens_releases_them() {
             assert!(!A.is_held_exclusive());
             assert_eq!(B.shared_holders(), 0);
             // Others go on.
-            let mut a = td.get_token(&A);
+            let a = td.get_token(&A);
             assert_eq!(*a.get(td), 7);
             drop(a);
             let g = td.get_token(&B);

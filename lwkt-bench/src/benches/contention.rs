@@ -241,16 +241,16 @@ pub fn lwkt(ctx: &Ctx, load: Load) -> RunResult {
                 let h = lwkt::ThreadBuilder::new()
                     .cpu(k % n)
                     .spawn(td, move |td| {
-                        td.sleep_for(round.until_start());
+                        let _ = td.sleep_for(round.until_start());
                         let mut t = Tally::begin();
                         while !round.stopped() {
-                            let mut g = td.get_token(&tok);
+                            let g = td.get_token(&tok);
                             *g.get(td) += 1;
                             t.ops += 1;
                             if load.sleeps_at(t.ops) {
                                 let s = Instant::now();
                                 // Releases the token while asleep.
-                                td.sleep_for(HOLD_SLEEP);
+                                let _ = td.sleep_for(HOLD_SLEEP);
                                 t.slept_since(s);
                             }
                             drop(g);

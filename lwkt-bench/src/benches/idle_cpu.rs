@@ -65,12 +65,12 @@ fn lwkt(ctx: &Ctx) -> RunResult {
             })
             .collect();
         while shared.asleep.load(Ordering::Acquire) < SLEEPERS {
-            td.sleep_for(Duration::from_millis(1));
+            let _ = td.sleep_for(Duration::from_millis(1));
         }
-        td.sleep_for(SETTLE);
+        let _ = td.sleep_for(SETTLE);
         // The measuring thread itself sleeps through the window.
         let (cpu0, wall0) = (process_cpu_time(), Instant::now());
-        td.sleep_for(window);
+        let _ = td.sleep_for(window);
         let (cpu1, wall1) = (process_cpu_time(), Instant::now());
         shared.go.store(true, Ordering::Release);
         lwkt::wakeup(&shared.go);

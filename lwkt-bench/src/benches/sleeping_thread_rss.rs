@@ -82,7 +82,7 @@ fn lwkt(_ctx: &Ctx) -> RunResult {
         while shared.asleep.load(Ordering::Acquire) < THREADS {
             td.yield_now();
         }
-        td.sleep_for(SETTLE);
+        let _ = td.sleep_for(SETTLE);
         let after = rss_kib();
         shared.go.store(true, Ordering::Release);
         lwkt::wakeup(&shared.go);

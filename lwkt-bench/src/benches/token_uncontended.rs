@@ -62,7 +62,7 @@ fn lwkt(ctx: &Ctx) -> RunResult {
         ns_per_op(&ctx, |n| {
             let start = Instant::now();
             for _ in 0..n {
-                let mut g = td.get_token(tok);
+                let g = td.get_token(tok);
                 *g.get(td) += 1;
                 drop(g);
             }

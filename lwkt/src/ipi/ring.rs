@@ -35,7 +35,8 @@ use std::mem::MaybeUninit;
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
+use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::UnsafeCell;
 
 /// One place in the ring: the value and the position it was published
 /// for, plus one (0: never used).

@@ -5,14 +5,15 @@
 //! the answers.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
+use super::cur::{CurThread, Sleep, ThreadId};
+use super::handle::Handle;
 use crate::priority::Priority;
-use crate::runtime::{Handle, Shared};
-use crate::sched::cpu::{current_cpu, Cpu, IpiMsg};
+use crate::sched::core::{with_current, Core};
+use crate::sched::machine::{Machine, Msg};
 use crate::sched::td::{tdf, Thread};
-use crate::thread::{CurThread, Sleep, ThreadId};
+use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::{lock, Arc, Mutex};
 
 /// What a thread is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +80,7 @@ impl fmt::Display for ThreadInfo {
     }
 }
 
-fn describe(cpu: &Cpu, td: &Thread) -> ThreadInfo {
+fn describe(core: &Core, td: &Thread) -> ThreadInfo {
     let state = if td.has(tdf::RUNNING) {
         ThreadState::Running
     } else if td.has(tdf::PREEMPTED) {
@@ -88,7 +89,7 @@ fn describe(cpu: &Cpu, td: &Thread) -> ThreadInfo {
         ThreadState::Parked
     } else if td.has(tdf::SLEEPING) {
         ThreadState::Sleeping
-    } else if !td.tok_blocked.get().is_null() {
+    } else if td.toks.blocked_name().is_some() {
         ThreadState::TokenWait
     } else {
         ThreadState::Runnable
@@ -98,8 +99,8 @@ fn describe(cpu: &Cpu, td: &Thread) -> ThreadInfo {
         _ => "",
     };
     ThreadInfo {
-        id: ThreadId::from_raw(td.id.get()),
-        cpu: cpu.id,
+        id: ThreadId::from_raw(td.tid.get()),
+        cpu: core.id,
         name: td.name().map(str::to_owned),
         priority: Priority::new(td.pri.get()).unwrap_or_default(),
         state,
@@ -113,8 +114,8 @@ struct Collect {
     os_waiter: Mutex<Option<std::thread::Thread>>,
 }
 
-fn request(shared: &Arc<Shared>, from: Option<&Cpu>) -> Arc<Collect> {
-    let n = shared.ncpus();
+fn request(m: &Machine, from: Option<&Core>) -> Arc<Collect> {
+    let n = m.ncpus();
     let c = Arc::new(Collect {
         out: Mutex::new(Vec::new()),
         left: AtomicUsize::new(n),
@@ -122,26 +123,26 @@ fn request(shared: &Arc<Shared>, from: Option<&Cpu>) -> Arc<Collect> {
     });
     for id in 0..n {
         let c2 = c.clone();
-        let msg = IpiMsg::Call(Box::new(move |cpu: &Cpu| {
+        let msg = Msg::Call(Box::new(move |core: &Core| {
             let mut v = Vec::new();
-            cpu.for_each_thread(|td| v.push(describe(cpu, td)));
-            c2.out.lock().unwrap_or_else(|e| e.into_inner()).extend(v);
+            core.for_each_thread(|td| v.push(describe(core, td)));
+            lock(&c2.out).extend(v);
             if c2.left.fetch_sub(1, Ordering::SeqCst) == 1 {
-                crate::wakeup(&*c2);
-                if let Some(t) = c2
-                    .os_waiter
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take()
-                {
+                crate::sched::synch::wakeup(
+                    &core.machine,
+                    Some(core),
+                    Arc::as_ptr(&c2) as usize,
+                    false,
+                );
+                if let Some(t) = lock(&c2.os_waiter).take() {
                     t.unpark();
                 }
             }
         }));
         match from {
-            Some(cpu) => cpu.send(id, msg),
+            Some(core) => core.send(id, msg),
             None => {
-                if shared.send_external(id, msg).is_err() {
+                if m.send_external(id, msg).is_err() {
                     c.left.fetch_sub(1, Ordering::SeqCst);
                 }
             }
@@ -151,7 +152,7 @@ fn request(shared: &Arc<Shared>, from: Option<&Cpu>) -> Arc<Collect> {
 }
 
 fn finish(c: &Collect) -> Vec<ThreadInfo> {
-    let mut v = std::mem::take(&mut *c.out.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut v = std::mem::take(&mut *lock(&c.out));
     v.sort_by_key(|i| (i.cpu, i.id));
     v
 }
@@ -161,8 +162,8 @@ impl ThreadInfo {
     /// the other CPUs answer).
     pub fn collect(td: &mut CurThread) -> Vec<ThreadInfo> {
         let c = {
-            let cpu = td.cpu_ref();
-            request(&cpu.shared.clone(), Some(cpu))
+            let core = td.core();
+            request(&core.machine, Some(core))
         };
         // An error means the runtime is shutting down: list what arrived.
         let _ = td.sleep_until(&*c, Sleep::default().wmesg("ps"), || {
@@ -180,15 +181,15 @@ impl Handle {
     /// # Panics
     /// When called from a thread of this runtime (it would block its CPU).
     pub fn threads(&self) -> Vec<ThreadInfo> {
-        if current_cpu().is_some_and(|c| Arc::ptr_eq(&c.shared, &self.shared)) {
+        if with_current(|c| std::ptr::eq(&*c.machine, &*self.machine)) == Some(true) {
             panic!(
                 "lwkt: Handle::threads called from inside the runtime; use ThreadInfo::collect(td)"
             );
         }
-        let c = request(&self.shared, None);
+        let c = request(&self.machine, None);
         while c.left.load(Ordering::SeqCst) != 0 {
-            std::thread::park_timeout(std::time::Duration::from_millis(10));
-            if self.shared.shutdown.load(Ordering::Acquire) {
+            crate::sync::thread::park_timeout(std::time::Duration::from_millis(10));
+            if self.machine.is_shutdown() {
                 break;
             }
         }

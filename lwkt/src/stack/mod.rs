@@ -25,9 +25,12 @@
 use std::io;
 use std::num::NonZeroUsize;
 use std::ptr;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::error::{Error, StackAllocCause};
+use crate::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+#[cfg(not(loom))]
+pub(crate) mod overflow;
 
 /// The smallest stack a thread may ask for. Catching a panic and formatting
 /// its message needs a few KiB; DragonFly's kernel threads use 16 KiB.
@@ -36,25 +39,51 @@ pub const MIN_STACK_SIZE: usize = 16 * 1024;
 /// The default thread stack size (64 KiB), committed lazily.
 pub const DEFAULT_STACK_SIZE: usize = 64 * 1024;
 
+/// The largest stack a thread may ask for (1 GiB). Stacks are reserved
+/// with `MAP_NORESERVE`, so a large one costs address space, not memory;
+/// the cap keeps a typo from reserving terabytes, and keeps every size
+/// arithmetic (rounding to pages, adding the guard) far from overflow.
+pub const MAX_STACK_SIZE: usize = 1 << 30;
+
+/// Checks a requested stack size against [`MIN_STACK_SIZE`] and
+/// [`MAX_STACK_SIZE`] and rounds it up to whole pages.
+pub(crate) fn validate_stack_size(requested: usize) -> Result<usize, Error> {
+    if requested < MIN_STACK_SIZE {
+        return Err(Error::StackTooSmall {
+            requested,
+            min: MIN_STACK_SIZE,
+        });
+    }
+    if requested > MAX_STACK_SIZE {
+        return Err(Error::StackTooLarge {
+            requested,
+            max: MAX_STACK_SIZE,
+        });
+    }
+    // Cannot overflow: requested <= 1 GiB.
+    Ok(round_stack_size(requested))
+}
+
 /// The page size, asked of the OS once (sysconf costs ~150 instructions,
 /// too much for every spawn).
 pub(crate) fn page_size() -> usize {
-    static PAGE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let p = PAGE.load(std::sync::atomic::Ordering::Relaxed);
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    let p = PAGE.load(Ordering::Relaxed);
     if p != 0 {
         return p;
     }
     // SAFETY: sysconf has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     let p = if p <= 0 { 4096 } else { p as usize };
-    PAGE.store(p, std::sync::atomic::Ordering::Relaxed);
+    PAGE.store(p, Ordering::Relaxed);
     p
 }
 
-/// Rounds a requested stack size up to whole pages.
-pub(crate) fn round_stack_size(size: usize) -> Option<usize> {
+/// Rounds a stack size (at most [`MAX_STACK_SIZE`]) up to whole pages.
+fn round_stack_size(size: usize) -> usize {
+    debug_assert!(size <= MAX_STACK_SIZE);
     let page = page_size();
-    size.checked_add(page - 1).map(|s| s & !(page - 1))
+    (size + page - 1) & !(page - 1)
 }
 
 /// An owned, guarded stack. Freed (unmapped) on drop.
@@ -73,25 +102,12 @@ pub(crate) struct Stack {
 unsafe impl Send for Stack {}
 
 impl Stack {
-    /// Maps a stack with `size` usable bytes (rounded up to pages) plus a
-    /// guard page.
+    /// Maps a stack with `size` usable bytes (validated and rounded up to
+    /// pages by [`validate_stack_size`]) plus a guard page.
     pub(crate) fn new(size: usize) -> Result<Stack, Error> {
         let page = page_size();
-        let usable = round_stack_size(size).ok_or(Error::StackAlloc {
-            size,
-            cause: StackAllocCause::Memory,
-            os: io::Error::from_raw_os_error(libc::ENOMEM),
-        })?;
-        let len = match usable.checked_add(page) {
-            Some(l) => l,
-            None => {
-                return Err(Error::StackAlloc {
-                    size,
-                    cause: StackAllocCause::Memory,
-                    os: io::Error::from_raw_os_error(libc::ENOMEM),
-                })
-            }
-        };
+        let usable = validate_stack_size(size)?;
+        let len = usable + page;
         let flags =
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | map_stack_flag();
         // SAFETY: an anonymous mapping at an address of the kernel's choosing
@@ -128,6 +144,12 @@ impl Stack {
     /// Usable bytes (guard page excluded).
     pub(crate) fn usable_size(&self) -> usize {
         self.len - page_size()
+    }
+
+    /// The guard page's address range, `[start, end)`: a fault there is
+    /// this stack overflowing.
+    pub(crate) fn guard_range(&self) -> (usize, usize) {
+        (self.start.get(), self.start.get() + page_size())
     }
 }
 
@@ -278,10 +300,14 @@ mod tests {
 
     #[test]
     fn absurd_size_is_an_error_not_an_abort() {
-        let e = Stack::new(1 << 62)
-            .err()
-            .expect("a 4 EiB stack cannot be mapped");
-        assert!(matches!(e, Error::StackAlloc { .. }), "{e}");
-        assert!(e.to_string().contains("stack"), "{e}");
+        for size in [1 << 62, usize::MAX, usize::MAX - 8192, MAX_STACK_SIZE + 1] {
+            let e = Stack::new(size)
+                .err()
+                .expect("a stack above the maximum cannot be mapped");
+            assert!(matches!(e, Error::StackTooLarge { .. }), "{e}");
+            assert!(e.to_string().contains("above the maximum"), "{e}");
+        }
+        let e = Stack::new(MIN_STACK_SIZE - 1).err().unwrap();
+        assert!(matches!(e, Error::StackTooSmall { .. }), "{e}");
     }
 }

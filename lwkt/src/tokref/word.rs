@@ -11,6 +11,17 @@
 //! |       |           | address, 4-aligned, so its low bits are free);   |
 //! |       |           | clear: the shared holders, in units of `INCR`    |
 //!
+//! One more value, [`DEAD`] (EXCLUSIVE with identity 4, which no thread
+//! has: identities are structure addresses, far above the first page),
+//! marks a token being torn down: every acquisition sees it busy. See
+//! [`Word::try_seal`].
+//!
+//! The identity is unique among *live* threads: a thread's references
+//! are all released before it exits, so the word never names a thread
+//! that is gone, and a recycled structure address cannot be mistaken for
+//! its former owner here. (Guards and other long-lived records use the
+//! thread's never-reused id instead.)
+//!
 //! Keeping the holder in the same word as the state means an acquisition
 //! or a release is one atomic instruction, with no second store that the
 //! locked instruction would have to wait for.
@@ -26,7 +37,7 @@
 // `pub` so the loom tests can reach it through `lwkt::__loom`.
 #![allow(unreachable_pub, dead_code)]
 
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicUsize, Ordering};
 
 /// Held exclusively.
 pub const EXCLUSIVE: usize = 1 << 0;
@@ -37,6 +48,9 @@ pub const EXCLREQ: usize = 1 << 1;
 pub const INCR: usize = 1 << 2;
 /// The payload bits (holder identity or shared count).
 pub const PAYLOAD: usize = !(EXCLUSIVE | EXCLREQ);
+/// A token being torn down (see [`Word::try_seal`]): looks exclusively
+/// held by an identity no thread has.
+pub const DEAD: usize = EXCLUSIVE | INCR;
 
 /// What a try found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,6 +231,38 @@ impl Word {
                 Err(now) => c = now,
             }
         }
+    }
+
+    /// Seals a token that nobody holds (its owner is dropping it): swaps
+    /// a free word (no holder; a leftover request bit allowed) for
+    /// [`DEAD`], so no acquisition can succeed until [`unseal`]. Returns
+    /// the previous value, or `None` when the token is held.
+    ///
+    /// Acquire: a holder's release (Release) that made the word free
+    /// happens-before the seal, so whatever the holder did before
+    /// releasing (counting a pending reference) is visible after it.
+    ///
+    /// [`unseal`]: Self::unseal
+    pub fn try_seal(&self) -> Option<usize> {
+        let mut c = self.count.load(Ordering::Relaxed);
+        loop {
+            if c & !EXCLREQ != 0 {
+                return None;
+            }
+            match self
+                .count
+                .compare_exchange_weak(c, DEAD, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(c),
+                Err(now) => c = now,
+            }
+        }
+    }
+
+    /// Undoes [`try_seal`](Self::try_seal), restoring the value it
+    /// returned.
+    pub fn unseal(&self, prev: usize) {
+        self.count.store(prev, Ordering::Release);
     }
 
     /// Shared holders now (a snapshot).

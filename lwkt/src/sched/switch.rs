@@ -1,0 +1,709 @@
+//! The switch path (`lwkt_switch`): every way a thread stops running, and
+//! every way the next one is chosen and started, is in this file.
+//!
+//! Execution model: each CPU is one OS thread running [`Core::run`] on its
+//! native stack; threads are coroutines on their own stacks. Only that
+//! loop ever resumes a coroutine. A thread that stops running (yield,
+//! sleep, park, token wait, preemption, migration) records where it goes
+//! next, releases its tokens (unless preempted) and suspends back to the
+//! loop; the loop looks at its messages and timers, picks the next thread,
+//! acquires that thread's tokens, and resumes it:
+//!
+//! ```text
+//!  thread A (A's stack)            CPU loop (native stack)          thread B
+//!  yield_now / sleep / park /      loop {
+//!  get_token blocks / preempted:     look at the attention word
+//!    set A's next state                (IPIs, shutdown)
+//!    release A's tokens              fire due timers
+//!    suspend ───────────────────▶    B = pick()  (tokens acquired)
+//!                                    resume(B) ───────────────────▶ B goes on
+//!                                    ◀─────────────── B suspends or returns
+//!                                    B exited? B migrating? hand it off
+//!                                  }
+//! ```
+//!
+//! So a thread is never resumed from another thread's stack, and the
+//! coroutines never nest: every switch is thread → loop → thread, and any
+//! thread can be picked next, whoever ran before. The cost is two stack
+//! switches per thread switch. Hot paths stay short instead: a yield is a
+//! queue append and a suspend on one side, a queue pop and a resume on the
+//! other, both inlined so that each side's return lands in the frame that
+//! made the matching call (the CPU's return-address predictor then stays
+//! in step across the switch; a return through a frame made before the
+//! switch mispredicts).
+//!
+//! Preemption (`lwkt_preempt`): making a higher-priority interrupt thread
+//! runnable on this CPU, from a running thread outside a critical section,
+//! puts the running thread back at the head of its priority level *keeping
+//! its tokens* (PREEMPTED) and switches to the loop, which then runs the
+//! highest-priority thread. The preempted thread needs no token
+//! acquisition to run again, and resumes before its equal-priority peers.
+//! Preemption happens only at calls that make a thread runnable (wakeup,
+//! schedule, spawn, the end of a critical section), never asynchronously;
+//! those calls do not take `&mut CurThread`, so a token data borrow may be
+//! live across them, which is why the preempted thread keeps its tokens.
+
+use std::time::Instant;
+
+use crossbeam_utils::Backoff;
+
+use super::core::Core;
+use super::machine::Msg;
+use super::td::{tdf, TdPtr, Thread};
+use crate::ipi::SendWait;
+
+/// While timers are armed, a busy CPU looks at the clock once every this
+/// many scheduling passes (reading it costs more than a switch).
+const TIMER_POLL: u32 = 64;
+
+impl Core {
+    // ---------------------------------------------------------------
+    // The CPU loop
+    // ---------------------------------------------------------------
+
+    /// Runs this CPU until the runtime shuts down, then cancels whatever
+    /// threads remain. Called once, on the CPU's own OS thread.
+    pub(crate) fn run(&self) {
+        self.enter();
+        self.remote().mailbox.set_owner();
+        let mut poll = true;
+        loop {
+            // Right after idle() drained the FIFOs, the attention bits the
+            // senders set are still in their caches: clearing them now
+            // would cost a cache-line transfer before the woken thread
+            // runs. They are cleared on the next pass instead.
+            if std::mem::replace(&mut poll, true) {
+                self.poll_attention();
+            }
+            if self.stop.get() {
+                break;
+            }
+            if self.timers_due_soon() {
+                self.expire_timers();
+            }
+            match self.pick() {
+                Some(t) => {
+                    self.token_waits.set(0);
+                    self.run_thread(t);
+                }
+                None if self.runq.is_empty() => {
+                    if !self.timers.is_empty() {
+                        self.expire_timers();
+                        if !self.runq.is_empty() {
+                            continue;
+                        }
+                    }
+                    poll = !self.idle();
+                }
+                None => self.token_wait(),
+            }
+        }
+        self.cancel_all();
+        self.leave();
+    }
+
+    /// The first runnable thread, highest priority first, whose tokens can
+    /// all be acquired (the candidate scan of `lwkt_switch`). Threads that
+    /// cannot get their tokens keep their place in the queue; their wait
+    /// message becomes the token's name.
+    #[inline]
+    pub(crate) fn pick(&self) -> Option<TdPtr> {
+        let mut cur = self.runq.first();
+        while let Some(t) = cur {
+            // SAFETY: linked in this CPU's run queue, so alive.
+            let td = unsafe { t.td() };
+            // A preempted thread kept its tokens: nothing to acquire.
+            if td.toks.is_empty() || td.has(tdf::PREEMPTED) || self.acquire_tokens(td) {
+                // RUNQ stays set: run_thread clears it in the store that
+                // sets RUNNING (one store, no read-modify-write to wait
+                // for).
+                self.runq.unlink(t);
+                return Some(t);
+            }
+            cur = self.runq.next(t);
+        }
+        None
+    }
+
+    /// Acquires every token `td` waits for, or none (`lwkt_getalltokens`).
+    #[inline(never)]
+    fn acquire_tokens(&self, td: &Thread) -> bool {
+        match td
+            .toks
+            .acquire_all(td.identity(), &self.policy, self.stats())
+        {
+            Ok(()) => true,
+            Err(name) => {
+                td.wmesg.set(name);
+                false
+            }
+        }
+    }
+
+    /// Switches to `t` until it switches back (the hot path).
+    #[inline]
+    fn run_thread(&self, t: TdPtr) {
+        // SAFETY: just taken off this CPU's run queue; it stays on the
+        // all-list until it exits, which is handled below.
+        let td = unsafe { t.td() };
+        td.flags
+            .set((td.flags.get() & !(tdf::RUNQ | tdf::PREEMPTED)) | tdf::RUNNING);
+        self.cur.set(t.as_ptr());
+        self.stats().switches.bump();
+        // SAFETY: only this loop touches a thread's coroutine, and the
+        // thread is not running (it was queued).
+        let coro = unsafe { &mut *td.coro.get() };
+        let res = coro
+            .as_mut()
+            .expect("lwkt: a runnable thread has no coroutine")
+            .resume(());
+        self.cur.set(std::ptr::null_mut());
+        let f = td.flags.get() & !tdf::RUNNING;
+        td.flags.set(f);
+        match res {
+            corosensei::CoroutineResult::Yield(()) if f & tdf::MIGRATING == 0 => {}
+            corosensei::CoroutineResult::Yield(()) => self.migrate_switched_out(t),
+            corosensei::CoroutineResult::Return(()) => self.thread_exited(t),
+        }
+    }
+
+    /// Nothing to run: poll briefly, then park the OS thread until a
+    /// message or the next timer. Returns whether it drained the watched
+    /// FIFOs itself (the attention bits are then left for the next pass).
+    #[cold]
+    fn idle(&self) -> bool {
+        let mb = &self.remote().mailbox;
+        let deadline = self.timers.next_deadline();
+        let start = Instant::now();
+        if deadline.is_some_and(|d| d <= start) {
+            return false;
+        }
+        // Poll first: a partner CPU's answer often comes within
+        // microseconds. One pause per poll, no exponential backoff: the
+        // attention word and the watched slots are only read here, so
+        // polling them costs the senders nothing, and a long backoff (each
+        // pause a VM-exit candidate under pause-loop detection) answers
+        // late.
+        let spin = self.machine.config.idle_spin;
+        let mut n = 0u32;
+        loop {
+            if mb.attention() != 0 {
+                return false;
+            }
+            if self.inbox.any_ready(mb) {
+                self.with_ipi_depth(|| {
+                    self.inbox
+                        .drain_watched(mb, |src, m| self.handle_msg(Some(src), m))
+                });
+                return true;
+            }
+            n = n.wrapping_add(1);
+            if n % 64 == 0 {
+                let now = Instant::now();
+                if now.duration_since(start) >= spin || deadline.is_some_and(|d| d <= now) {
+                    break;
+                }
+            }
+            std::hint::spin_loop();
+        }
+        if !mb.prepare_park() {
+            return false;
+        }
+        self.stats().parks.bump();
+        match deadline {
+            Some(d) => {
+                crate::sync::thread::park_timeout(d.saturating_duration_since(Instant::now()))
+            }
+            None => crate::sync::thread::park(),
+        }
+        mb.finish_park();
+        self.machine.wake_clock();
+        false
+    }
+
+    /// Every runnable thread waits for a token held on another CPU: poll
+    /// with backoff, then nap briefly (a release sends no message).
+    #[cold]
+    fn token_wait(&self) {
+        let n = self.token_waits.get();
+        self.token_waits.set(n.saturating_add(1));
+        if n < 64 {
+            for _ in 0..(16u32 << n.min(6)) {
+                std::hint::spin_loop();
+            }
+            return;
+        }
+        let mb = &self.remote().mailbox;
+        if mb.prepare_park() {
+            self.stats().parks.bump();
+            crate::sync::thread::park_timeout(std::time::Duration::from_micros(50));
+            mb.finish_park();
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // The attention word: messages, shutdown, timers
+    // ---------------------------------------------------------------
+
+    /// Processes queued messages if any are flagged. Inside a critical
+    /// section messages wait (they stay flagged and run when the section
+    /// ends).
+    #[inline]
+    pub(crate) fn poll_attention(&self) {
+        if self.remote().mailbox.attention() == 0 {
+            return;
+        }
+        if let Some(t) = self.current() {
+            // SAFETY: the running thread is alive while it runs.
+            if unsafe { t.td() }.crit.get() > 0 {
+                return;
+            }
+        }
+        self.poll_attention_slow();
+    }
+
+    /// Processes messages even inside a critical section: a sender waiting
+    /// for room in a FIFO must drain its own, or two CPUs could deadlock.
+    #[inline]
+    fn poll_attention_forced(&self) {
+        if self.remote().mailbox.attention() != 0 {
+            self.poll_attention_slow();
+        }
+    }
+
+    #[cold]
+    fn poll_attention_slow(&self) {
+        let mb = &self.remote().mailbox;
+        let a = mb.take_attention();
+        if self.machine.is_shutdown() {
+            // Runtime::drop sets `shutdown`, then the KICK bit.
+            self.stop.set(true);
+        }
+        self.with_ipi_depth(|| {
+            if a & crate::ipi::attn::EXT != 0 {
+                loop {
+                    let batch = mb.take_external();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    for m in batch {
+                        self.handle_msg(None, m);
+                    }
+                }
+            }
+            mb.drain_groups(a, |src, m| self.handle_msg(Some(src), m));
+        });
+    }
+
+    fn with_ipi_depth<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.ipi_depth.set(self.ipi_depth.get() + 1);
+        let r = f();
+        self.ipi_depth.set(self.ipi_depth.get() - 1);
+        r
+    }
+
+    /// Carries out one message (`lwkt_process_ipiq`'s dispatch).
+    fn handle_msg(&self, src: Option<usize>, m: Msg) {
+        self.stats().ipis_processed.bump();
+        if let Some(s) = src {
+            self.inbox.note(s);
+        }
+        match m {
+            Msg::Wakeup { chan } => {
+                prefetch(chan);
+                self.wakeup_local(chan, false);
+            }
+            Msg::WakeupOne { chan, stop } => {
+                if !self.wakeup_local(chan, true) {
+                    let b = super::sleepq::bucket_of(chan);
+                    if let Some(next) = self.machine.sleep.next_after(b, self.id, stop) {
+                        self.send(next, Msg::WakeupOne { chan, stop });
+                    }
+                }
+            }
+            Msg::Call(f) => f(self),
+            Msg::Thread(op) => self.thread_op(op),
+            Msg::Adopt(a) => self.adopt(a),
+            Msg::JoinDone(p) => self.wake_joiner(p.ctl()),
+        }
+    }
+
+    /// Sends `m` to CPU `dst` (`lwkt_send_ipiq`). To itself: carries it
+    /// out directly. Dropped when the runtime is shutting down and the
+    /// target's FIFO stays full.
+    pub(crate) fn send(&self, dst: usize, m: Msg) {
+        if dst == self.id {
+            self.handle_msg(None, m);
+            return;
+        }
+        let mb = &self.machine.cpus[dst].mailbox;
+        match self.outbox.send(self.id, mb, dst, m, self) {
+            Ok(true) => self.stats().ipis_sent.bump(),
+            Ok(false) => self.stats().ipis_avoided.bump(),
+            Err(m) => drop(m),
+        }
+    }
+
+    /// Whether armed timers should be looked at on this pass: every
+    /// [`TIMER_POLL`] passes while any is armed.
+    #[inline]
+    fn timers_due_soon(&self) -> bool {
+        if self.timers.is_empty() {
+            return false;
+        }
+        let n = self.timer_countdown.get();
+        if n > 1 {
+            self.timer_countdown.set(n - 1);
+            false
+        } else {
+            self.timer_countdown.set(TIMER_POLL);
+            true
+        }
+    }
+
+    /// Fires due timers (a timeout ends its sleep). Reads the clock only
+    /// when a timer is armed.
+    #[cold]
+    pub(crate) fn expire_timers(&self) {
+        if self.timers.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        while let Some(timer) = self.timers.pop_due(now) {
+            // SAFETY: a timer entry keeps its thread's structure allocated
+            // (timer_refs), even after the thread exited.
+            let td = unsafe { timer.td.td() };
+            td.timer_refs.set(td.timer_refs.get() - 1);
+            if td.has(tdf::EXITED) {
+                if td.timer_refs.get() == 0 {
+                    self.free_thread(timer.td);
+                }
+            } else if td.sleep_seq.get() == timer.seq && td.has(tdf::SLEEPING) {
+                self.wake(timer.td, super::td::Wake::Timeout);
+            }
+        }
+    }
+
+    /// Whether nothing asks for this CPU's attention: no message or
+    /// shutdown flagged, no timer to look at, no preemption pending. Hot
+    /// paths test this once instead of polling each in turn.
+    #[inline]
+    fn quiet(&self) -> bool {
+        (self.remote().mailbox.attention() == 0)
+            & self.preempt_cand.get().is_null()
+            & !self.stop.get()
+            & !self.timers_due_soon()
+    }
+
+    // ---------------------------------------------------------------
+    // Thread side: switching out (runs on the thread's own stack)
+    // ---------------------------------------------------------------
+
+    /// The switch itself: back to the loop, until the loop resumes this
+    /// thread. For the running thread `td` only.
+    #[inline(always)]
+    pub(crate) fn suspend(td: &Thread) {
+        let y = td.yielder.get();
+        // SAFETY: the yielder lives on this thread's own stack for as long
+        // as the coroutine runs, and we are running on that stack now.
+        unsafe { (*y).suspend(()) };
+    }
+
+    /// Releases the running thread's tokens (every switch-away does; the
+    /// loop takes them again before the thread runs) and switches out.
+    /// The caller has set the thread's next state.
+    #[inline(always)]
+    pub(crate) fn switch_out(&self, td: &Thread) {
+        if !td.toks.is_empty() {
+            release_tokens(td);
+        }
+        Self::suspend(td);
+    }
+
+    /// `yield_now`: lets every runnable thread of equal or higher priority
+    /// on this CPU run first. Inlined, switch included (see the module
+    /// header).
+    #[inline(always)]
+    pub(crate) fn yield_cur(&self, t: TdPtr, td: &Thread) {
+        let f = td.flags.get();
+        if self.quiet() && f & (tdf::CANCEL | tdf::DESCHED) == 0 {
+            if self.runq.has_at_least(td.pri.get()) {
+                self.runq.push_back(t);
+                self.switch_out(td);
+            }
+            return;
+        }
+        self.yield_slow(t, td);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn yield_slow(&self, t: TdPtr, td: &Thread) {
+        self.poll_attention();
+        self.expire_timers();
+        if td.has(tdf::CANCEL) {
+            return;
+        }
+        self.preempt_check();
+        if self.runq.has_at_least(td.pri.get()) || td.has(tdf::DESCHED) || self.stopping() {
+            self.requeue_and_switch(t, td);
+        }
+    }
+
+    /// `maybe_yield` (`lwkt_yield`): switches only if a reschedule is
+    /// wanted: a higher-priority thread is runnable, messages wait, or the
+    /// scheduler clock ticked while equal-priority peers wait. Otherwise a
+    /// few loads.
+    #[inline]
+    pub(crate) fn maybe_yield_cur(&self, t: TdPtr, td: &Thread) {
+        if self.remote().mailbox.attention() == 0
+            && self.machine.tick() == self.seen_tick.get()
+            && !self.runq.has_above(td.pri.get())
+            && !self.timers_due_soon()
+        {
+            return;
+        }
+        self.maybe_yield_slow(t, td);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn maybe_yield_slow(&self, t: TdPtr, td: &Thread) {
+        self.poll_attention();
+        let tick = self.machine.tick();
+        let ticked = tick != self.seen_tick.get();
+        self.seen_tick.set(tick);
+        self.expire_timers();
+        self.preempt_check();
+        if td.has(tdf::CANCEL) {
+            return;
+        }
+        let pri = td.pri.get();
+        let wanted = match self.runq.highest() {
+            Some(h) => h > pri || (ticked && h == pri),
+            None => false,
+        };
+        if wanted || td.has(tdf::DESCHED) || self.stopping() {
+            self.requeue_and_switch(t, td);
+        }
+    }
+
+    /// Puts the running thread back in line (or parks it, when a
+    /// `deschedule` arrived while it ran) and switches out.
+    #[inline(never)]
+    fn requeue_and_switch(&self, t: TdPtr, td: &Thread) {
+        let f = td.flags.get();
+        if f & tdf::DESCHED != 0 {
+            td.flags.set((f & !tdf::DESCHED) | tdf::PARKED);
+            td.wmesg.set("park");
+        } else {
+            self.runq.push_back(t);
+        }
+        self.switch_out(td);
+    }
+
+    /// `park` (`lwkt_deschedule_self` + `lwkt_switch`): switches out until
+    /// an explicit schedule. Returns at once when a schedule arrived first
+    /// (the permit) or the runtime is shutting down.
+    #[inline]
+    pub(crate) fn park_cur(&self, td: &Thread) {
+        let f = td.flags.get();
+        if f & tdf::PERMIT != 0 {
+            td.flags.set(f & !tdf::PERMIT);
+            return;
+        }
+        if f & tdf::CANCEL != 0 {
+            return;
+        }
+        td.flags.set((f & !tdf::DESCHED) | tdf::PARKED);
+        td.wmesg.set("park");
+        self.switch_out(td);
+    }
+
+    /// A token acquisition must wait: the thread stays runnable, and the
+    /// loop runs it again only once it has acquired all its tokens.
+    pub(crate) fn block_for_tokens(&self, t: TdPtr, td: &Thread) {
+        self.stats().tok_blocks.bump();
+        if td.has(tdf::CANCEL) {
+            // Unwinding at shutdown: the loop is not picking threads any
+            // more; wait here for the holders (other CPUs release theirs as
+            // they cancel).
+            let backoff = Backoff::new();
+            while td
+                .toks
+                .acquire_all(td.identity(), &self.policy, self.stats())
+                .is_err()
+            {
+                backoff.snooze();
+            }
+            return;
+        }
+        self.requeue_and_switch(t, td);
+    }
+
+    /// `migrate` (`lwkt_setcpu_self`): switches out; the loop then hands
+    /// the thread to CPU `to` ([`migrate_switched_out`]), which queues it.
+    ///
+    /// [`migrate_switched_out`]: Self::migrate_switched_out
+    pub(crate) fn migrate_cur(&self, td: &Thread, to: usize) {
+        td.migrate_to.set(to);
+        td.set(tdf::MIGRATING);
+        td.wmesg.set("migrate");
+        self.switch_out(td);
+    }
+
+    /// The loop's half of a migration: the thread is fully switched out
+    /// here before the new CPU can see it.
+    #[cold]
+    fn migrate_switched_out(&self, t: TdPtr) {
+        // SAFETY: the thread just switched out on this CPU and is on its
+        // all-list.
+        let td = unsafe { t.td() };
+        td.clear(tdf::MIGRATING);
+        if self.stopping() {
+            // Shutting down: stay here and be cancelled.
+            self.make_runnable(t);
+        } else {
+            self.give_away(t, td.migrate_to.get(), true);
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // Making threads runnable, and preemption
+    // ---------------------------------------------------------------
+
+    /// Makes a thread that is not running, queued or sleeping runnable
+    /// (`_lwkt_schedule`), noting it as a preemption candidate.
+    #[inline]
+    pub(crate) fn make_runnable(&self, t: TdPtr) {
+        self.runq.push_back(t);
+        self.note_candidate(t);
+    }
+
+    /// Notes that `t`, just made runnable, might preempt the running
+    /// thread. The switch itself happens at the next safe point
+    /// ([`preempt_check`](Self::preempt_check)), never in the middle of a
+    /// queue operation.
+    #[inline]
+    pub(crate) fn note_candidate(&self, t: TdPtr) {
+        // SAFETY: `t` was just queued on this CPU.
+        let td = unsafe { t.td() };
+        if !td.has(tdf::INTTHREAD) {
+            return;
+        }
+        let Some(cur) = self.current() else { return };
+        // SAFETY: the running thread is alive while it runs.
+        if td.pri.get() <= unsafe { cur.td() }.pri.get() {
+            return;
+        }
+        match TdPtr::from_raw(self.preempt_cand.get()) {
+            // SAFETY: a candidate is queued on this CPU (forget_candidate
+            // clears it when it leaves the queue).
+            Some(c) if unsafe { c.td() }.pri.get() >= td.pri.get() => {}
+            _ => self.preempt_cand.set(t.as_ptr()),
+        }
+    }
+
+    /// Forgets `t` as a preemption candidate (it left the run queue).
+    #[inline]
+    pub(crate) fn forget_candidate(&self, t: TdPtr) {
+        if self.preempt_cand.get() == t.as_ptr() {
+            self.preempt_cand.set(std::ptr::null_mut());
+        }
+    }
+
+    /// Runs a pending preemption now if it is allowed (a safe point).
+    #[inline]
+    pub(crate) fn preempt_check(&self) {
+        if !self.preempt_cand.get().is_null() {
+            self.preempt_slow();
+        }
+    }
+
+    /// `lwkt_preempt`. Not `#[cold]`: for an interrupt thread this is the
+    /// path that matters (`preempt_latency`).
+    #[inline(never)]
+    fn preempt_slow(&self) {
+        let Some(b) = TdPtr::from_raw(self.preempt_cand.get()) else {
+            return;
+        };
+        let Some(a) = self.current() else {
+            // Loop context: it picks the highest priority anyway.
+            self.preempt_cand.set(std::ptr::null_mut());
+            return;
+        };
+        // SAFETY: the running thread is alive while it runs; the candidate
+        // is queued on this CPU (see note_candidate).
+        let (atd, btd) = unsafe { (a.td(), b.td()) };
+        if atd.crit.get() > 0 {
+            // Deferred to the end of the critical section.
+            self.stats().preempt_misses.bump();
+            return;
+        }
+        self.preempt_cand.set(std::ptr::null_mut());
+        if !btd.has(tdf::RUNQ) || self.stopping() || self.shutting_down.get() {
+            self.stats().preempt_weird.bump();
+            return;
+        }
+        if !btd.toks.is_empty() || btd.pri.get() <= atd.pri.get() || atd.has(tdf::CANCEL) {
+            // It waits for tokens (which we might hold), or is no longer
+            // more urgent: it runs when the loop picks it.
+            self.stats().preempt_misses.bump();
+            return;
+        }
+        self.stats().preempt_hits.bump();
+        // `a` keeps its tokens and goes back to the head of its level; the
+        // loop runs the highest-priority thread (`b`, or one of its
+        // equal-priority peers queued before it).
+        self.runq.push_front(a);
+        atd.set(tdf::PREEMPTED);
+        Self::suspend(atd);
+    }
+
+    /// Leaving the outermost critical section: run what was deferred
+    /// (messages and a preemption). Never switches the thread out for a
+    /// reschedule alone, so borrows of token data stay valid.
+    pub(crate) fn crit_exit_deferred(&self) {
+        self.poll_attention();
+        self.preempt_check();
+    }
+}
+
+/// Out of line: keeps the inlined switch paths small.
+#[inline(never)]
+fn release_tokens(td: &Thread) {
+    td.toks.release_all();
+}
+
+impl SendWait for Core {
+    fn poll_incoming(&self) {
+        if self.ipi_depth.get() == 0 {
+            self.poll_attention_forced();
+        }
+    }
+
+    fn abandon(&self) -> bool {
+        self.machine.is_shutdown()
+    }
+
+    fn nested(&self) -> bool {
+        self.ipi_depth.get() > 0
+    }
+}
+
+/// Starts pulling the cache line at `addr` toward this CPU. A remote
+/// wakeup's channel is usually the very word the woken thread checks
+/// first (the `wakeup(&seq)` idiom), which the waker has just written: the
+/// transfer then overlaps the sleep-queue work and the switch instead of
+/// following them. Only a hint; never faults, whatever the address.
+#[inline]
+fn prefetch(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of the x86_64 baseline, and a prefetch has no
+    // architectural effect: it never faults, even on an unmapped address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}

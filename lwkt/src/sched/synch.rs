@@ -1,0 +1,272 @@
+//! Sleep and wakeup (`kern_synch.c`): `tsleep`, `tsleep_interlock`,
+//! `wakeup`, `wakeup_one`, and the routing of a wakeup to the CPUs that
+//! may have sleepers on its channel.
+//!
+//! A sleeper registers on its own CPU's sleep queue and publishes that CPU
+//! in the channel's bucket mask; a wakeup reads the mask and sends one
+//! message to each CPU whose bit is set (or handles its own CPU directly).
+//! The interlock that makes this lossless is described in `sleepq.rs`.
+
+use std::time::{Duration, Instant};
+
+use super::core::Core;
+use super::machine::{Machine, Msg};
+use super::sleepq::bucket_of;
+use super::td::{tdf, TdPtr, Thread, Wake};
+use super::timers::Timer;
+use crate::error::SleepError;
+use crate::sync::atomic::{fence, Ordering};
+
+impl Core {
+    /// Ends a sleep of `t` (or records the wakeup if it registered with the
+    /// interlock but has not reached `sleep` yet). Wait-channel wakeups,
+    /// timeouts, interrupts and raw schedules all land here.
+    pub(crate) fn wake(&self, t: TdPtr, why: Wake) {
+        // SAFETY: `t` is owned by this CPU and linked (sleep queue or
+        // timer entry or control block followed on this CPU).
+        let td = unsafe { t.td() };
+        if td.has(tdf::TSLEEPQ) {
+            self.sleepq.remove(t);
+        }
+        if td.has(tdf::SLEEPING) {
+            td.clear(tdf::SLEEPING | tdf::SINTR);
+            td.wake.set(why);
+            self.stats().wakeups.bump();
+            self.make_runnable(t);
+        } else if why == Wake::Wakeup {
+            td.set(tdf::WOKEN);
+        }
+    }
+
+    /// `join`'s direct wait (a same-runtime joiner does not use the sleep
+    /// queues): records the running thread as `ctl`'s joiner and sleeps
+    /// until [`wake_joiner`](Self::wake_joiner), a raw schedule, or
+    /// shutdown. The caller has announced itself in the packet and checks
+    /// the packet again when this returns; it clears the record before it
+    /// leaves `join`, whichever way it leaves.
+    #[inline(always)]
+    pub(crate) fn sleep_join_cur(&self, td: &Thread) -> Result<(), SleepError> {
+        if td.has(tdf::CANCEL) {
+            return Err(SleepError::Interrupted);
+        }
+        td.wmesg.set("join");
+        td.set(tdf::SLEEPING);
+        self.switch_out(td);
+        if td.has(tdf::CANCEL) {
+            return Err(SleepError::Interrupted);
+        }
+        Ok(())
+    }
+
+    /// Whether `ctl`'s thread is queued on this CPU at priority `pri` or
+    /// above (so a yield of a thread of priority `pri` lets it run first).
+    #[inline]
+    pub(crate) fn is_queued_here(&self, ctl: &super::ctl::Ctl, pri: u8) -> bool {
+        if ctl.cpu.load(Ordering::Relaxed) != self.id || ctl.migrating.load(Ordering::Relaxed) {
+            return false;
+        }
+        match TdPtr::from_raw(ctl.td.load(Ordering::Acquire)) {
+            Some(t) => {
+                // SAFETY: `Ctl::td` is non-null only while the thread
+                // exists, and it is owned by this CPU (checked above, on
+                // the only CPU that can hand it away).
+                let td = unsafe { t.td() };
+                td.has(tdf::RUNQ) && td.pri.get() >= pri
+            }
+            None => false,
+        }
+    }
+
+    /// Wakes the thread waiting in `join` on `ctl`'s thread, if it still
+    /// waits. Runs on the joiner's CPU: the joiner sets and clears
+    /// `ctl.joiner` on this same OS thread, and does not leave `join` (nor
+    /// exit, nor migrate) while it is set, so a non-null value here is a
+    /// live thread of this CPU.
+    pub(crate) fn wake_joiner(&self, ctl: &super::ctl::Ctl) {
+        let Some(t) = TdPtr::from_raw(ctl.joiner.load(Ordering::Relaxed)) else {
+            return; // it saw the result by itself and left
+        };
+        // SAFETY: see above: set only while the joiner waits on this CPU.
+        let td = unsafe { t.td() };
+        if td.has(tdf::SLEEPING) {
+            td.clear(tdf::SLEEPING);
+            td.wake.set(Wake::Wakeup);
+            self.stats().wakeups.bump();
+            self.make_runnable(t);
+        }
+    }
+
+    /// Wakes sleepers on `chan` on this CPU (all, or one). Returns whether
+    /// any was found.
+    pub(crate) fn wakeup_local(&self, chan: usize, one: bool) -> bool {
+        let mut found = false;
+        let empty = self.sleepq.take(chan, one, |t| {
+            found = true;
+            // SAFETY: just taken off this CPU's sleep queue (take()
+            // unlinked it); still on the all-list.
+            let td = unsafe { t.td() };
+            if td.has(tdf::SLEEPING) {
+                td.clear(tdf::SLEEPING | tdf::SINTR);
+                td.wake.set(Wake::Wakeup);
+                self.stats().wakeups.bump();
+                self.make_runnable(t);
+            } else {
+                td.set(tdf::WOKEN);
+            }
+        });
+        // Withdraw from the bucket mask only after a visit found nobody
+        // (see sleepq.rs).
+        if empty && !found {
+            self.machine.sleep.clear(bucket_of(chan), self.id);
+        }
+        found
+    }
+
+    /// Registers the running thread on `chan` without sleeping yet
+    /// (`tsleep_interlock`, without the fence: see
+    /// [`sleep_interlock_cur`](Self::sleep_interlock_cur)).
+    pub(crate) fn sleep_register(&self, t: TdPtr, td: &Thread, chan: usize) {
+        if td.has(tdf::TSLEEPQ) {
+            self.sleepq.remove(t);
+        }
+        td.clear(tdf::WOKEN);
+        if self.sleepq.insert(t, chan) {
+            self.machine.sleep.set(bucket_of(chan), self.id);
+        }
+    }
+
+    /// `tsleep_interlock`: registers, then orders the registration before
+    /// the caller's reads of its condition (pairs with the fence in
+    /// [`wakeup`]).
+    pub(crate) fn sleep_interlock_cur(&self, t: TdPtr, td: &Thread, chan: usize) {
+        self.sleep_register(t, td, chan);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Withdraws an interlocked registration (`tsleep_remove`).
+    pub(crate) fn sleep_remove_cur(&self, t: TdPtr, td: &Thread) {
+        if td.has(tdf::TSLEEPQ) {
+            self.sleepq.remove(t);
+        }
+        td.clear(tdf::WOKEN);
+    }
+
+    /// Arms a timeout for the current sleep of `t`.
+    fn arm_timer(&self, t: TdPtr, td: &Thread, when: Instant) {
+        td.timer_refs.set(td.timer_refs.get() + 1);
+        self.timers.push(Timer {
+            when,
+            seq: td.sleep_seq.get(),
+            td: t,
+        });
+        // Look at the clock soon: the deadline may be near.
+        self.timer_countdown.set(1);
+    }
+
+    /// `tsleep`: sleeps on `chan` until a wakeup on it, the timeout, or
+    /// (when interruptible) an interrupt. The running thread's tokens are
+    /// released while it sleeps and re-acquired before this returns.
+    pub(crate) fn sleep_cur(
+        &self,
+        t: TdPtr,
+        td: &Thread,
+        chan: usize,
+        timeout: Option<Duration>,
+        interruptible: bool,
+        wmesg: &'static str,
+    ) -> Result<(), SleepError> {
+        if td.has(tdf::CANCEL) {
+            return Err(SleepError::Interrupted);
+        }
+        if interruptible
+            && td
+                .ctl()
+                .is_some_and(|c| c.interrupt.swap(false, Ordering::AcqRel))
+        {
+            self.sleep_remove_cur(t, td);
+            return Err(SleepError::Interrupted);
+        }
+        let registered = td.has(tdf::TSLEEPQ) && td.wchan.get() == chan;
+        if !registered {
+            if td.has(tdf::WOKEN) && td.wchan.get() == chan {
+                // Woken between sleep_interlock and here.
+                td.clear(tdf::WOKEN);
+                return Ok(());
+            }
+            self.sleep_register(t, td, chan);
+        }
+        td.clear(tdf::WOKEN);
+        td.wmesg.set(wmesg);
+        td.set(if interruptible {
+            tdf::SLEEPING | tdf::SINTR
+        } else {
+            tdf::SLEEPING
+        });
+        td.sleep_seq.set(td.sleep_seq.get() + 1);
+        // A timeout beyond the clock's range is no timeout.
+        if let Some(when) = timeout.and_then(|d| Instant::now().checked_add(d)) {
+            self.arm_timer(t, td, when);
+        }
+        self.switch_out(td);
+        // Any timer still armed for this sleep is now stale.
+        td.sleep_seq.set(td.sleep_seq.get() + 1);
+        if td.has(tdf::CANCEL) {
+            return Err(SleepError::Interrupted);
+        }
+        match td.wake.get() {
+            Wake::Wakeup => Ok(()),
+            Wake::Timeout => Err(SleepError::TimedOut),
+            Wake::Interrupt => Err(SleepError::Interrupted),
+        }
+    }
+}
+
+/// Routes a wakeup on `chan` to the CPUs of `m` that may have sleepers
+/// there (`wakeup` / `wakeup_one`). `from` is the calling CPU when the
+/// caller runs on one of `m`'s CPUs. Does not preempt: callers run
+/// `preempt_check` once they are done.
+pub(crate) fn wakeup(m: &Machine, from: Option<&Core>, chan: usize, one: bool) {
+    // Pairs with the sleeper's SeqCst registration: the caller's change to
+    // the condition is ordered before our read of the mask.
+    fence(Ordering::SeqCst);
+    wakeup_ordered(m, from, chan, one)
+}
+
+/// [`wakeup`] for callers that already ordered their condition change
+/// before this call with a SeqCst read-modify-write.
+pub(crate) fn wakeup_ordered(m: &Machine, from: Option<&Core>, chan: usize, one: bool) {
+    let b = bucket_of(chan);
+    if one {
+        match from {
+            Some(core) => {
+                if m.sleep.has(b, core.id) && core.wakeup_local(chan, true) {
+                    return;
+                }
+                if let Some(next) = m.sleep.next_after(b, core.id, core.id) {
+                    core.send(
+                        next,
+                        Msg::WakeupOne {
+                            chan,
+                            stop: core.id,
+                        },
+                    );
+                }
+            }
+            None => {
+                if let Some(c) = m.sleep.first(b) {
+                    let _ = m.send_external(c, Msg::WakeupOne { chan, stop: c });
+                }
+            }
+        }
+        return;
+    }
+    m.sleep.for_each(b, |c| match from {
+        Some(core) if core.id == c => {
+            core.wakeup_local(chan, false);
+        }
+        Some(core) => core.send(c, Msg::Wakeup { chan }),
+        None => {
+            let _ = m.send_external(c, Msg::Wakeup { chan });
+        }
+    });
+}

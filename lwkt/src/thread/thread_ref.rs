@@ -1,0 +1,258 @@
+//! Explicit scheduling: references to other threads ([`ThreadRef`]) and
+//! critical sections ([`CritSection`]).
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use super::cur::{CurThread, Sleep, ThreadId};
+use crate::error::Error;
+use crate::priority::Priority;
+use crate::sched::core::with_current;
+use crate::sched::ctl::CtlOwner;
+use crate::sched::machine::Msg;
+use crate::sched::ops::{OpKind, Reply, ThreadOp};
+use crate::sched::td::TdPtr;
+use crate::sync::atomic::Ordering;
+use crate::sync::Arc;
+
+/// A reference to a thread that keeps its control block alive
+/// (`lwkt_hold`; dropping it is `lwkt_rele`). It can outlive the thread:
+/// operations on an exited thread do nothing. `Send + Sync + Clone`.
+///
+/// Every operation is carried out by the CPU that owns the thread; from
+/// another CPU (or from outside the runtime, or from another runtime) it
+/// travels there as a message and takes effect shortly after the call
+/// returns.
+#[derive(Clone)]
+pub struct ThreadRef {
+    p: Arc<dyn CtlOwner>,
+}
+
+impl fmt::Debug for ThreadRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadRef")
+            .field("id", &self.id())
+            .field("cpu", &self.cpu())
+            .finish()
+    }
+}
+
+impl ThreadRef {
+    pub(crate) fn from_packet(p: Arc<dyn CtlOwner>) -> ThreadRef {
+        ThreadRef { p }
+    }
+
+    /// The thread's id.
+    pub fn id(&self) -> ThreadId {
+        ThreadId::from_raw(self.p.ctl().tid)
+    }
+
+    /// The CPU that owns the thread now (a snapshot: it may migrate).
+    pub fn cpu(&self) -> usize {
+        self.p.ctl().cpu.load(Ordering::Acquire)
+    }
+
+    /// Whether the thread has not finished yet (a snapshot): false once
+    /// its function returned or panicked, or it was cancelled.
+    pub fn is_alive(&self) -> bool {
+        !self.p.finished()
+    }
+
+    /// Makes a descheduled thread runnable (`lwkt_schedule`): one that
+    /// called [`CurThread::park`] or was [`deschedule`](Self::deschedule)d.
+    /// Scheduling a higher-priority interrupt thread on the caller's own
+    /// CPU runs it before this returns (preemption). On a running thread
+    /// it leaves a permit its next `park` consumes; on a sleeping thread it
+    /// ends the sleep early (the sleep returns `Ok`, a spurious wakeup).
+    #[doc(alias = "lwkt_schedule")]
+    pub fn schedule(&self) {
+        self.op(OpKind::Schedule);
+    }
+
+    /// Takes the thread off its run queue until the next
+    /// [`schedule`](Self::schedule) (`lwkt_deschedule`). A running (or
+    /// preempted) thread parks at its next switch instead of being
+    /// re-queued; a sleeping one is unaffected.
+    #[doc(alias = "lwkt_deschedule")]
+    pub fn deschedule(&self) {
+        self.op(OpKind::Deschedule);
+    }
+
+    /// Changes the thread's priority (`lwkt_setpri`), re-queueing it if it
+    /// is runnable.
+    #[doc(alias = "lwkt_setpri")]
+    pub fn set_priority(&self, p: Priority) {
+        self.op(OpKind::SetPriority(p.get()));
+    }
+
+    /// Interrupts the thread's current or next interruptible sleep, which
+    /// then returns [`SleepError::Interrupted`](crate::SleepError).
+    pub fn interrupt(&self) {
+        self.p.ctl().interrupt.store(true, Ordering::Release);
+        self.op(OpKind::Interrupt);
+    }
+
+    fn op(&self, kind: OpKind) {
+        let ctl = self.p.ctl();
+        if with_current(|core| ctl.is_of(&core.machine)) == Some(true) {
+            with_current(|core| {
+                let owner = ctl.cpu.load(Ordering::Acquire);
+                let local = owner == core.id && !ctl.migrating.load(Ordering::Acquire);
+                match (local, TdPtr::from_raw(ctl.td.load(Ordering::Acquire)), kind) {
+                    // Local schedule: no message, no allocation.
+                    (true, Some(t), OpKind::Schedule) => core.schedule_local(t),
+                    (true, None, _) => {} // exited
+                    (_, _, kind) => core.send(
+                        owner,
+                        Msg::Thread(Box::new(ThreadOp {
+                            p: self.p.clone(),
+                            kind,
+                        })),
+                    ),
+                }
+                core.preempt_check();
+            });
+            return;
+        }
+        // From outside the thread's runtime. An error means it is shutting
+        // down: the thread is being cancelled, nothing left to do.
+        let _ = ctl.machine.send_external(
+            ctl.cpu.load(Ordering::Acquire),
+            Msg::Thread(Box::new(ThreadOp {
+                p: self.p.clone(),
+                kind,
+            })),
+        );
+    }
+
+    /// Pulls a descheduled thread to the calling thread's CPU: the owning
+    /// CPU gives it away and this CPU acquires it (`lwkt_giveaway` /
+    /// `lwkt_acquire`). It stays descheduled there until scheduled. Waits
+    /// (sleeping) for the owner's answer.
+    ///
+    /// # Errors
+    /// [`Error::ForeignRuntime`] if the thread belongs to another runtime
+    /// (threads cannot move between runtimes); [`Error::NotDescheduled`]
+    /// if it is running, runnable or sleeping; [`Error::NoSuchThread`] if
+    /// it has exited; [`Error::Shutdown`] if the runtime shut down first.
+    ///
+    /// # Safety
+    /// The pulled thread's stack moves to another OS thread, so every value
+    /// live on it must be `Send` (see [`CurThread::migrate`]); the caller
+    /// vouches for the thread it pulls.
+    #[doc(alias = "lwkt_giveaway")]
+    #[doc(alias = "lwkt_acquire")]
+    pub unsafe fn pull(&self, td: &mut CurThread) -> Result<(), Error> {
+        let ctl = self.p.ctl();
+        if !ctl.is_of(&td.core().machine) {
+            return Err(Error::ForeignRuntime);
+        }
+        if ctl.tid == td.id().as_u64() {
+            return Err(Error::NotDescheduled); // it is running: us
+        }
+        let reply = Reply::new();
+        let op = Box::new(ThreadOp {
+            p: self.p.clone(),
+            kind: OpKind::GiveAway {
+                to: td.cpu(),
+                reply: reply.clone(),
+            },
+        });
+        {
+            let core = td.core();
+            let owner = ctl.cpu.load(Ordering::Acquire);
+            if owner == core.id {
+                core.thread_op(op);
+            } else {
+                core.send(owner, Msg::Thread(op));
+            }
+        }
+        td.sleep_until(&*reply, Sleep::default().wmesg("pull"), || {
+            reply.state.load(Ordering::SeqCst) != Reply::PENDING
+        })
+        .map_err(|_| Error::Shutdown)?;
+        match reply.state.load(Ordering::SeqCst) {
+            Reply::DONE => Ok(()),
+            Reply::REFUSED => Err(Error::NotDescheduled),
+            _ => Err(Error::NoSuchThread),
+        }
+    }
+}
+
+/// A critical section (`crit_enter` .. `crit_exit`): while any is held the
+/// thread is not preempted and messages to its CPU wait. Sections nest.
+/// Leaving the outermost one runs what was deferred — pending messages and
+/// a pending preemption — but never switches the thread away for a
+/// reschedule alone (a wanted reschedule waits for the next
+/// `maybe_yield`), so borrows of token data stay valid across the end of a
+/// section.
+///
+/// Blocking inside a critical section is allowed; the count belongs to the
+/// thread, so other threads run normally meanwhile.
+///
+/// # Panics
+/// Dropping the guard on another lwkt thread than the one that entered the
+/// section (it is `!Send`, but thread-local storage is shared by the
+/// threads of a CPU) panics, and leaves both threads' counts alone.
+/// Dropped outside the runtime, it does nothing.
+#[must_use = "the critical section ends when the guard is dropped"]
+pub struct CritSection {
+    /// The thread that entered the section.
+    tid: u64,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl CritSection {
+    pub(crate) fn new(tid: u64) -> CritSection {
+        CritSection {
+            tid,
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl fmt::Debug for CritSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CritSection")
+            .field("thread", &ThreadId::from_raw(self.tid))
+            .finish()
+    }
+}
+
+impl Drop for CritSection {
+    #[doc(alias = "crit_exit")]
+    fn drop(&mut self) {
+        // Outside the runtime (a guard smuggled into thread-local storage,
+        // dropped when the CPU's OS thread ends): its thread is gone or
+        // unreachable, and there is nothing to undo.
+        let Some(outcome) = with_current(|core| {
+            let Some(t) = core.current() else {
+                return Err("outside any lwkt thread");
+            };
+            // SAFETY: the running thread is alive while it runs.
+            let td = unsafe { t.td() };
+            if td.tid.get() != self.tid {
+                return Err("by a thread other than the one that entered it");
+            }
+            let n = td.crit.get();
+            if n == 0 {
+                return Err("more times than it was entered");
+            }
+            td.crit.set(n - 1);
+            if n == 1 {
+                core.crit_exit_deferred();
+            }
+            Ok(())
+        }) else {
+            return;
+        };
+        if let Err(why) = outcome {
+            if !std::thread::panicking() {
+                panic!(
+                    "lwkt: critical section of {} left {why}",
+                    ThreadId::from_raw(self.tid)
+                );
+            }
+        }
+    }
+}
