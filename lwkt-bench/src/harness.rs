@@ -19,11 +19,17 @@ pub struct Measurement {
     pub note: Option<String>,
 }
 
-/// What an implementation's run function hands back.
+/// What an implementation's run function hands back: usually one figure
+/// for its (bench, impl) row; a multi-row benchmark (`scaling`) hands back
+/// several rows instead, built with [`Sample::rows`].
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub value: f64,
     pub note: Option<String>,
+    /// When set, the rows this run produced, each naming its own bench,
+    /// impl and unit; they replace the single (bench, impl, `value`) row,
+    /// and `value` and `note` are unused.
+    pub rows: Option<Vec<Measurement>>,
 }
 
 impl Sample {
@@ -31,7 +37,31 @@ impl Sample {
         Sample {
             value,
             note: Some(note.into()),
+            rows: None,
         }
+    }
+
+    /// A run that measured several things, each its own row.
+    pub fn rows(rows: Vec<Measurement>) -> Self {
+        Sample {
+            value: f64::NAN,
+            note: None,
+            rows: Some(rows),
+        }
+    }
+
+    /// The rows to report: [`Sample::rows`] as given, or the one row
+    /// `bench`/`imp` with `unit`.
+    pub fn into_rows(self, bench: &str, imp: &str, unit: &str) -> Vec<Measurement> {
+        self.rows.unwrap_or_else(|| {
+            vec![Measurement {
+                bench: bench.into(),
+                imp: imp.into(),
+                value: self.value,
+                unit: unit.into(),
+                note: self.note,
+            }]
+        })
     }
 }
 

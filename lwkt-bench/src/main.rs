@@ -11,6 +11,9 @@
 //!
 //! JSON output: `{"results":[{"bench":..,"impl":..,"value":..,"unit":..}, ..]}`;
 //! a result may carry a `"note"` string (configuration used, limits met).
+//! Each (benchmark, implementation) gives one row named after them, except
+//! `scaling`, whose one run gives several rows, each with its own `bench`,
+//! `impl` and `unit` (listed below).
 //! Progress and failures go to stderr. Exit status: 0 when every selected
 //! implementation produced a figure, 1 when some failed (their results are
 //! left out), 2 on a usage error such as an unknown benchmark name.
@@ -84,6 +87,42 @@
 //!   thread of a 2-CPU runtime migrates itself 0 -> 1 -> 0
 //!   (`CurThread::migrate`), checking `td.cpu()` after each migration; the
 //!   note gives migrations, switches and IPIs per round trip. `lwkt` only.
+//! * `scaling` (`lwkt` only; lower is better throughout): lwkt's per-op
+//!   costs by CPU count N, for N = 1, 2, 4, 8, … below the cores
+//!   (`available_parallelism`), the core count itself, and one
+//!   oversubscribed point `max(2 × cores, 4)` so that code for more CPUs
+//!   than cores runs on small machines too; each N gets a fresh runtime.
+//!   One run prints these rows (its registry impl is `lwkt`; `--impls lwkt`
+//!   selects it):
+//!   - bench `scaling_wakeup`, impl `lwkt_c<N>` (ns/op): a baton goes round
+//!     a ring of `max(N, 2)` threads, thread j on CPU j % N, each hop
+//!     storing into the next thread's own `AtomicU64` and `lwkt::wakeup`ing
+//!     it (`sleep_interlock` + `sleep` on the other side); wall / hops. A
+//!     ring rather than N/2 ping-pong pairs: one baton in flight makes a
+//!     hop one wakeup's latency, with the other CPUs idle, and walks every
+//!     CPU of the runtime, so costs that grow with N show along the rows
+//!     instead of how many pairs the machine can run at once (at the
+//!     oversubscribed point, the OS scheduler). N = 1: two threads on CPU 0,
+//!     a same-CPU wakeup plus a switch; N = 2: half a `cross_cpu_pingpong`
+//!     round trip.
+//!   - bench `scaling_token`, impl `lwkt_c<N>` (ns/op): one thread per CPU
+//!     increments one `Token<u64>` (`get_token`, `maybe_yield` after each
+//!     release) for a fixed wall time (150 ms, 20 ms with `--quick`; median
+//!     of the repetitions); wall ns per increment (wall / total
+//!     increments), increments/s in the note. The counter must equal the
+//!     increments made, or the run fails. N = 1 is the uncontended baseline.
+//!   - bench `runtime_build_256`, impl `lwkt` (ms): median wall time of
+//!     `Runtime::builder().cpus(256).build()` over the repetitions, each
+//!     runtime dropped and the heap trimmed (`malloc_trim`) before the next
+//!     build; the note gives the median drop time and the first build's.
+//!   - bench `runtime_rss_256`, impl `lwkt` (MiB): RSS growth
+//!     (`/proc/self/statm`) of the process holding one `cpus(256)` runtime,
+//!     50 ms after `build()` returned, measured first in the child; the
+//!     note gives the absolute RSS.
+//!
+//!   Every `scaling_*` row's note states N, the cores, and "oversubscribed"
+//!   or "not oversubscribed", plus the IPI, park and switch counters (wakeup)
+//!   or token counters and per-worker spread (token) per operation.
 //!
 //! # Method
 //!
@@ -95,7 +134,9 @@
 //! cannot take the suite down: a failed child is reported on stderr and its
 //! result left out. Timed benchmarks calibrate the iteration count to
 //! ~150 ms per repetition (20 ms with `--quick`), warm up, and report the
-//! median of 7 repetitions (3 with `--quick`).
+//! median of 7 repetitions (3 with `--quick`). A child prints its result as
+//! one JSON line: one measurement, or an array of them for a multi-row
+//! benchmark.
 
 mod benches;
 mod harness;
@@ -105,7 +146,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use benches::{Bench, Better};
 use harness::{Ctx, Measurement};
@@ -153,6 +194,18 @@ struct Report<'a> {
     results: &'a [Measurement],
 }
 
+/// A child's result line: one measurement, or several from a multi-row
+/// benchmark.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ChildOutput {
+    One(Measurement),
+    Many(Vec<Measurement>),
+}
+
+/// One implementation's outcome in the parent: its rows, or why it failed.
+type Outcome = Result<Vec<Measurement>, String>;
+
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == CHILD) {
@@ -185,17 +238,13 @@ fn child_main(cli: ChildCli) -> ExitCode {
     };
     match (imp.run)(&ctx) {
         Ok(sample) => {
-            let m = Measurement {
-                bench: bench.name.into(),
-                imp: imp.name.into(),
-                value: sample.value,
-                unit: bench.unit.into(),
-                note: sample.note,
+            let rows = sample.into_rows(bench.name, imp.name, bench.unit);
+            // One row: the measurement object; several: an array of them.
+            let line = match rows.as_slice() {
+                [m] => serde_json::to_string(m),
+                _ => serde_json::to_string(&rows),
             };
-            println!(
-                "{}",
-                serde_json::to_string(&m).expect("measurement serializes")
-            );
+            println!("{}", line.expect("measurement serializes"));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -264,7 +313,7 @@ fn run_suite(cli: &Cli) -> Result<ExitCode, String> {
     let mut results = Vec::new();
     let mut failures = Vec::new();
     for bench in selected {
-        let mut rows: Vec<(&str, Result<Measurement, String>)> = Vec::new();
+        let mut rows: Vec<(&str, Outcome)> = Vec::new();
         for imp in bench.impls {
             if !cli.impls.is_empty() && !cli.impls.iter().any(|i| i == imp.name) {
                 continue;
@@ -273,7 +322,10 @@ fn run_suite(cli: &Cli) -> Result<ExitCode, String> {
             let t = Instant::now();
             let r = run_child(&exe, bench, imp.name, cli.quick);
             match &r {
-                Ok(m) => eprintln!("{} {} ({:.1} s)", fmt_value(m.value), m.unit, secs(t)),
+                Ok(ms) => match ms.as_slice() {
+                    [m] => eprintln!("{} {} ({:.1} s)", fmt_value(m.value), m.unit, secs(t)),
+                    _ => eprintln!("{} rows ({:.1} s)", ms.len(), secs(t)),
+                },
                 Err(e) => {
                     eprintln!("FAILED ({:.1} s)", secs(t));
                     eprintln!("lwkt-bench: {}/{} failed: {e}", bench.name, imp.name);
@@ -283,9 +335,9 @@ fn run_suite(cli: &Cli) -> Result<ExitCode, String> {
             rows.push((imp.name, r));
         }
         if !cli.json && !rows.is_empty() {
-            print_table(bench, &rows);
+            print_rows(bench, &rows);
         }
-        results.extend(rows.into_iter().filter_map(|(_, r)| r.ok()));
+        results.extend(rows.into_iter().filter_map(|(_, r)| r.ok()).flatten());
     }
     if !cli.json {
         let lines = comparison_lines(&results);
@@ -332,13 +384,9 @@ fn secs(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// Runs one implementation in a child process and parses its JSON line.
-fn run_child(
-    exe: &std::path::Path,
-    bench: &Bench,
-    imp: &str,
-    quick: bool,
-) -> Result<Measurement, String> {
+/// Runs one implementation in a child process and parses its JSON line
+/// (one measurement, or an array of them).
+fn run_child(exe: &std::path::Path, bench: &Bench, imp: &str, quick: bool) -> Outcome {
     let mut cmd = Command::new(exe);
     cmd.arg(CHILD).arg(bench.name).arg(imp);
     if quick {
@@ -379,7 +427,12 @@ fn run_child(
         .rev()
         .find(|l| !l.trim().is_empty())
         .ok_or("child printed no result")?;
-    serde_json::from_str(line).map_err(|e| format!("bad child output {line:?}: {e}"))
+    match serde_json::from_str(line) {
+        Ok(ChildOutput::One(m)) => Ok(vec![m]),
+        Ok(ChildOutput::Many(ms)) if !ms.is_empty() => Ok(ms),
+        Ok(ChildOutput::Many(_)) => Err("child printed no result".into()),
+        Err(e) => Err(format!("bad child output {line:?}: {e}")),
+    }
 }
 
 fn fmt_value(v: f64) -> String {
@@ -462,6 +515,62 @@ fn comparison_lines(results: &[Measurement]) -> Vec<String> {
         .collect()
 }
 
+/// Prints one benchmark's outcomes: the comparison table when every
+/// implementation gave one row of that benchmark, else a table of the rows
+/// each run produced (a multi-row benchmark such as `scaling`).
+fn print_rows(bench: &Bench, rows: &[(&str, Outcome)]) {
+    let single = rows.iter().all(|(_, r)| match r {
+        Ok(ms) => ms.len() == 1 && ms[0].bench == bench.name,
+        Err(_) => true,
+    });
+    if single {
+        let rows: Vec<(&str, Result<Measurement, String>)> = rows
+            .iter()
+            .map(|(n, r)| (*n, r.clone().map(|mut ms| ms.remove(0))))
+            .collect();
+        print_table(bench, &rows);
+    } else {
+        print_multi(bench, rows);
+    }
+}
+
+/// The table of a multi-row benchmark: bench, impl, value and unit of
+/// every row, then the notes. There are no peers to compare with.
+fn print_multi(bench: &Bench, rows: &[(&str, Outcome)]) {
+    let better = match bench.better {
+        Better::Lower => "lower is better",
+        Better::Higher => "higher is better",
+    };
+    println!();
+    println!("{} ({better}): {}", bench.name, bench.about);
+    let all: Vec<&Measurement> = rows
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .flatten()
+        .collect();
+    let w = all.iter().map(|m| m.bench.len()).max().unwrap_or(5).max(5);
+    println!("  {:<w$} {:<12} {:>12}  unit", "bench", "impl", "value");
+    for m in &all {
+        println!(
+            "  {:<w$} {:<12} {:>12}  {}",
+            m.bench,
+            m.imp,
+            fmt_value(m.value),
+            m.unit
+        );
+    }
+    for (name, r) in rows {
+        if let Err(e) = r {
+            println!("  {:<w$} {name:<12} {:>12}  {e}", bench.name, "failed");
+        }
+    }
+    for m in &all {
+        if let Some(n) = &m.note {
+            println!("    {}/{}: {n}", m.bench, m.imp);
+        }
+    }
+}
+
 fn print_table(bench: &Bench, rows: &[(&str, Result<Measurement, String>)]) {
     let better = match bench.better {
         Better::Lower => "lower is better",
@@ -497,6 +606,7 @@ fn print_table(bench: &Bench, rows: &[(&str, Result<Measurement, String>)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::Sample;
 
     fn cli(args: &[&str]) -> Cli {
         Cli::parse_from(std::iter::once("lwkt-bench").chain(args.iter().copied()))
@@ -527,6 +637,46 @@ mod tests {
         );
         let back: Measurement = serde_json::from_str(&line).unwrap();
         assert_eq!(back.note.as_deref(), Some("limit"));
+    }
+
+    #[test]
+    fn child_output_is_one_row_or_several() {
+        let one = r#"{"bench":"spawn_join","impl":"lwkt","value":1.5,"unit":"ns/op"}"#;
+        assert!(matches!(
+            serde_json::from_str(one).unwrap(),
+            ChildOutput::One(m) if m.bench == "spawn_join"
+        ));
+        let rows = Sample::rows(vec![
+            Measurement {
+                bench: "runtime_build_256".into(),
+                imp: "lwkt".into(),
+                value: 170.0,
+                unit: "ms".into(),
+                note: None,
+            },
+            Measurement {
+                bench: "runtime_rss_256".into(),
+                imp: "lwkt".into(),
+                value: 300.0,
+                unit: "MiB".into(),
+                note: Some("x".into()),
+            },
+        ])
+        .into_rows("scaling", "lwkt", "ns/op");
+        let line = serde_json::to_string(&rows).unwrap();
+        match serde_json::from_str(&line).unwrap() {
+            ChildOutput::Many(ms) => {
+                assert_eq!(ms.len(), 2);
+                assert_eq!(
+                    (ms[1].bench.as_str(), ms[1].unit.as_str()),
+                    ("runtime_rss_256", "MiB")
+                );
+            }
+            ChildOutput::One(_) => panic!("an array parsed as one row"),
+        }
+        let single = Sample::with_note(2.0, "n").into_rows("spawn_join", "tokio", "ns/op");
+        assert_eq!(single.len(), 1);
+        assert_eq!((single[0].imp.as_str(), single[0].value), ("tokio", 2.0));
     }
 
     #[test]

@@ -27,6 +27,7 @@ fn list_prints_the_names() {
         "token_block_while_held",
         "preempt_latency",
         "migrate_roundtrip",
+        "scaling",
     ] {
         assert!(names.iter().any(|l| l == n), "{n} missing from {names:?}");
     }
@@ -134,4 +135,61 @@ fn preempt_and_migrate_benches_report() {
     let note = |i: usize| results[i]["note"].as_str().unwrap();
     assert!(note(0).contains("every call preempted"), "{}", note(0));
     assert!(note(1).contains("2.00 migrations"), "{}", note(1));
+}
+
+#[test]
+fn scaling_reports_every_cpu_count_and_the_big_runtime() {
+    let out = bench()
+        .args(["--json", "--quick", "scaling"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let results = v["results"].as_array().unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let row = |bench: &str, imp: &str| {
+        results
+            .iter()
+            .find(|r| r["bench"] == bench && r["impl"] == imp)
+            .unwrap_or_else(|| panic!("no {bench}/{imp} row in {results:?}"))
+    };
+    // 1, the cores, and the oversubscribed point (twice the cores, at least 4).
+    let over = (2 * cores).max(4);
+    for bench in ["scaling_wakeup", "scaling_token"] {
+        for n in [1, cores, over] {
+            let r = row(bench, &format!("lwkt_c{n}"));
+            assert_eq!(r["unit"], "ns/op", "{r}");
+            let note = r["note"].as_str().unwrap();
+            assert!(
+                note.starts_with(&format!("{n} cpus on {cores} cores")),
+                "{note}"
+            );
+            assert_eq!(note.contains(" oversubscribed"), n <= cores, "{note}");
+        }
+        assert!(row(bench, &format!("lwkt_c{over}"))
+            .to_string()
+            .contains("(oversubscribed"));
+    }
+    assert_eq!(row("runtime_build_256", "lwkt")["unit"], "ms");
+    assert_eq!(row("runtime_rss_256", "lwkt")["unit"], "MiB");
+    for r in results {
+        let bench = r["bench"].as_str().unwrap();
+        assert!(
+            [
+                "scaling_wakeup",
+                "scaling_token",
+                "runtime_build_256",
+                "runtime_rss_256"
+            ]
+            .contains(&bench),
+            "{r}"
+        );
+        let value = r["value"].as_f64().unwrap_or(f64::NAN);
+        assert!(value.is_finite() && value > 0.0, "{r}");
+        assert!(r["note"].as_str().is_some(), "{r}");
+    }
 }

@@ -32,6 +32,9 @@ mod priority;
 mod runtime;
 #[cfg(not(loom))]
 mod sched;
+#[cfg(loom)]
+#[path = "sched/sleepmask.rs"]
+mod sleepmask;
 #[cfg(not(loom))]
 mod stack;
 #[cfg(not(loom))]
@@ -80,7 +83,8 @@ pub use token::{
 #[doc(hidden)]
 pub mod __loom {
     pub use crate::ipi::ring::Ring;
-    pub use crate::ipi::{attn, Mailbox};
+    pub use crate::ipi::{attn, Mailbox, Outbox, SendWait};
+    pub use crate::sleepmask::{bucket_of, SleepMasks};
     pub use crate::thread_packet::{pk, PacketState};
     pub use crate::tokref::word::{Try, Word, DEAD, EXCLREQ, EXCLUSIVE, INCR};
     pub use crate::tokref::RawToken;

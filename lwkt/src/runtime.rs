@@ -61,7 +61,7 @@ pub struct Builder {
     cpus: Option<usize>,
     stack_size: usize,
     hz: u32,
-    pin: bool,
+    pin: Option<bool>,
     token_backoff_max: usize,
     token_spin_loops: u32,
     token_window_shift: u32,
@@ -76,7 +76,7 @@ impl Default for Builder {
             cpus: None,
             stack_size: DEFAULT_STACK_SIZE,
             hz: DEFAULT_HZ,
-            pin: true,
+            pin: None,
             token_backoff_max: DEFAULT_TOKEN_BACKOFF_MAX as usize,
             token_spin_loops: DEFAULT_TOKEN_SPIN_LOOPS,
             token_window_shift: DEFAULT_TOKEN_WINDOW_SHIFT,
@@ -111,10 +111,13 @@ impl Builder {
         self
     }
 
-    /// Whether to pin each CPU's OS thread to a core (default true; where
-    /// the OS refuses, the thread runs unpinned).
+    /// Whether to pin each CPU's OS thread to a core (round-robin over the
+    /// cores the process may use; where the OS refuses, the thread runs
+    /// unpinned). Default: pin when the runtime has no more CPUs than
+    /// usable cores; an oversubscribed runtime runs unpinned, so the OS can
+    /// spread its CPUs over idle cores.
     pub fn pin(mut self, pin: bool) -> Self {
-        self.pin = pin;
+        self.pin = Some(pin);
         self
     }
 
@@ -220,11 +223,14 @@ impl Builder {
         if self.idle_watch > 64 {
             return Err(invalid("idle_watch", self.idle_watch as u64, "at most 64"));
         }
+        let pin = self
+            .pin
+            .unwrap_or_else(|| cpus <= crate::affinity::allowed_cores().len().max(1));
         Ok(Config {
             cpus,
             stack_size,
             hz: self.hz,
-            pin: self.pin,
+            pin,
             token_backoff_max: self.token_backoff_max as u32,
             token_spin_loops: self.token_spin_loops,
             token_window_shift: self.token_window_shift,

@@ -8,6 +8,7 @@
 //! `Cell`s and is not routed through here: no other thread can see it.
 
 #[cfg(loom)]
+#[allow(unused_imports)]
 pub(crate) mod atomic {
     pub(crate) use loom::sync::atomic::{
         fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering,
@@ -22,6 +23,7 @@ pub(crate) mod atomic {
 }
 
 #[cfg(loom)]
+#[allow(unused_imports)]
 pub(crate) use loom::sync::{Arc, Mutex};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Arc, Mutex};
@@ -29,6 +31,7 @@ pub(crate) use std::sync::{Arc, Mutex};
 /// Parking of OS threads (the futex under an idle CPU and under
 /// `join_blocking`).
 #[cfg(loom)]
+#[allow(unused_imports)]
 pub(crate) mod thread {
     pub(crate) use loom::thread::{current, park, Thread};
 }

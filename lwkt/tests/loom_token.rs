@@ -164,3 +164,65 @@ fn downgrade_keeps_exclusive_requesters_out_until_release() {
         x.join().unwrap();
     });
 }
+
+/// A token's state is freed only when no reference points at it. A holder
+/// (a leaked guard's reference) switches out (pending count up, word
+/// released), tries to switch back in (word taken, pending count down; the
+/// word may be sealed for a moment) and finally drops its reference, held
+/// or still pending, while the owner of the token retires the state.
+/// Whenever `try_retire` says "free", the holder must be done with it.
+#[test]
+fn token_state_is_retired_only_when_unreferenced() {
+    use lwkt::__loom::RawToken;
+    loom::model(|| {
+        // The model checks the decision only; the state is never freed.
+        // SAFETY: `alloc` returns a valid, initialised, owned allocation;
+        // reading it out moves the value (the allocation is leaked).
+        let raw = Arc::new(unsafe { std::ptr::read(RawToken::alloc("t")) });
+        let live = Arc::new(loom::sync::atomic::AtomicBool::new(true));
+        let me = id(1);
+        assert_eq!(raw.word.try_exclusive(me, false), Try::Acquired);
+        let holder = {
+            let (raw, live) = (raw.clone(), live.clone());
+            thread::spawn(move || {
+                // Switch out: count pending, then release.
+                raw.add_pending();
+                raw.word.release_exclusive();
+                // Switch in, if the word can be taken (not sealed) in two
+                // tries.
+                let mut held = false;
+                for _ in 0..2 {
+                    if raw.word.try_exclusive(me, false) == Try::Acquired {
+                        raw.sub_pending();
+                        held = true;
+                        break;
+                    }
+                    thread::yield_now();
+                }
+                // Exit: the reference goes (released first if held).
+                if held {
+                    raw.add_pending();
+                    raw.word.release_exclusive();
+                }
+                live.store(false, Ordering::SeqCst);
+                raw.sub_pending();
+            })
+        };
+        let mut freed = false;
+        for _ in 0..2 {
+            if raw.try_retire() {
+                assert!(
+                    !live.load(Ordering::SeqCst),
+                    "the state was judged free while a reference still pointed at it"
+                );
+                freed = true;
+                break;
+            }
+            thread::yield_now();
+        }
+        holder.join().unwrap();
+        if !freed {
+            assert!(raw.try_retire(), "unreferenced state must be retirable");
+        }
+    });
+}

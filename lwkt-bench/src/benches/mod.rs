@@ -12,6 +12,7 @@ mod idle_cpu;
 mod max_threads;
 mod migrate_roundtrip;
 mod preempt_latency;
+mod scaling;
 mod sleeping_thread_rss;
 mod spawn_join;
 mod token_block_while_held;
@@ -71,6 +72,7 @@ pub static ALL: &[&Bench] = &[
     &token_block_while_held::BENCH,
     &preempt_latency::BENCH,
     &migrate_roundtrip::BENCH,
+    &scaling::BENCH,
 ];
 
 /// A figure held against another benchmark's figure from the same run:

@@ -19,12 +19,13 @@
 //!   the group. Either way a message costs its sender exactly one atomic
 //!   read-modify-write on the target's line.
 //! * **Parking protocol** (no lost wakeup): an idle owner stores
-//!   `parked = true` (SeqCst), re-reads `attention`, and parks only if it
-//!   is still zero. A sender publishes its message, sets its attention bit
-//!   (SeqCst RMW), then swaps `parked` to false and unparks the OS thread
-//!   if it was true. In the single total order of SeqCst operations,
-//!   whichever side goes second sees the other's write. Checked by the
-//!   loom model `tests/loom_mailbox.rs`.
+//!   `parked = true`, re-reads `attention` with a read-modify-write, and
+//!   parks only if it is still zero. A sender publishes its message, sets
+//!   its attention bit (an RMW), then swaps `parked` to false and unparks
+//!   the OS thread if it was true. The two RMWs on `attention` are ordered;
+//!   whichever comes second reads from the first and, through its
+//!   acquire/release, sees the other side's write. Checked by the loom
+//!   model `tests/loom_mailbox.rs`.
 //! * **Send path** ([`Outbox::send`]): when a FIFO is more than half full
 //!   the sender processes its own incoming messages while it waits for
 //!   room, so two CPUs flooding each other cannot deadlock; the upper half
@@ -268,7 +269,14 @@ impl<M> Mailbox<M> {
     /// meanwhile; the owner must then not park.
     pub fn prepare_park(&self) -> bool {
         self.parked.store(true, Ordering::SeqCst);
-        if self.attention.load(Ordering::SeqCst) != 0 {
+        // A read-modify-write, not a load: a sender's flag RMW and this one
+        // are ordered in the attention word's modification order, so the
+        // handshake holds by acquire/release alone, without relying on the
+        // SeqCst total order of plain loads and stores (which loom does
+        // not model). If this reads no flag, the sender's later RMW reads
+        // from it and sees `parked`. Cold path: one more locked instruction
+        // per park.
+        if self.attention.fetch_or(0, Ordering::SeqCst) != 0 {
             self.parked.store(false, Ordering::SeqCst);
             return false;
         }
@@ -333,6 +341,7 @@ pub struct Outbox<M> {
 }
 
 impl<M> Outbox<M> {
+    /// An outbox of a runtime of `ncpus` CPUs, with no FIFO allocated yet.
     pub fn new(ncpus: usize) -> Outbox<M> {
         Outbox {
             rings: (0..ncpus).map(|_| Cell::new(ptr::null())).collect(),

@@ -99,6 +99,10 @@ pub(crate) struct Core {
     /// Passes left before the next look at the clock while timers are
     /// armed (see `switch.rs`).
     pub(crate) timer_countdown: Cell<u32>,
+    /// Whether this CPU has run a thread yet: until then an idle CPU parks
+    /// at once (no partner's reply to wait for; a freshly built runtime of
+    /// many CPUs would otherwise spend its start-up spinning).
+    pub(crate) has_run: Cell<bool>,
     /// Consecutive loop passes that found only token-blocked threads.
     pub(crate) token_waits: Cell<u32>,
     /// Nesting depth of message processing (bounded re-entry from `send`).
@@ -108,7 +112,9 @@ pub(crate) struct Core {
     /// Which sources to watch while idle.
     pub(crate) inbox: Inbox,
     /// Thread requests that arrived before the thread they name (it is
-    /// migrating here).
+    /// migrating here). Kept boxed as they arrived in messages (and may be
+    /// forwarded again).
+    #[allow(clippy::vec_box)]
     pub(crate) deferred_ops: RefCell<Vec<Box<ThreadOp>>>,
     /// Exited threads' structures, for reuse. Boxed: queues hold raw
     /// pointers, so each structure needs a stable address of its own.
@@ -148,6 +154,7 @@ impl Core {
             shutting_down: Cell::new(false),
             seen_tick: Cell::new(0),
             timer_countdown: Cell::new(1),
+            has_run: Cell::new(false),
             token_waits: Cell::new(0),
             ipi_depth: Cell::new(0),
             outbox: Outbox::new(c.cpus),

@@ -12,7 +12,8 @@
 //! | `td.rs`     | the thread structure and its flag bits                    |
 //! | `ctl.rs`    | a thread's control block, shared with its handles         |
 //! | `runq.rs`   | 32-level run queue with a priority bitmap                 |
-//! | `sleepq.rs` | per-CPU sleep queues and the runtime's bucket masks       |
+//! | `sleepq.rs` | per-CPU sleep queues (hashed by wait channel)             |
+//! | `sleepmask.rs` | the runtime's sleep-bucket masks (loom-checked)        |
 //! | `timers.rs` | per-CPU sleep timeouts                                    |
 //!
 //! Layering: this module uses `ipi`, `tokref`, `stack` and the leaf
@@ -23,6 +24,7 @@ pub(crate) mod ctl;
 pub(crate) mod machine;
 pub(crate) mod ops;
 pub(crate) mod runq;
+pub(crate) mod sleepmask;
 pub(crate) mod sleepq;
 pub(crate) mod switch;
 pub(crate) mod synch;

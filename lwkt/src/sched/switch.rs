@@ -146,6 +146,7 @@ impl Core {
         // SAFETY: just taken off this CPU's run queue; it stays on the
         // all-list until it exits, which is handled below.
         let td = unsafe { t.td() };
+        self.has_run.set(true);
         td.flags
             .set((td.flags.get() & !(tdf::RUNQ | tdf::PREEMPTED)) | tdf::RUNNING);
         self.cur.set(t.as_ptr());
@@ -184,7 +185,11 @@ impl Core {
         // polling them costs the senders nothing, and a long backoff (each
         // pause a VM-exit candidate under pause-loop detection) answers
         // late.
-        let spin = self.machine.config.idle_spin;
+        let spin = if self.has_run.get() {
+            self.machine.config.idle_spin
+        } else {
+            std::time::Duration::ZERO
+        };
         let mut n = 0u32;
         loop {
             if mb.attention() != 0 {

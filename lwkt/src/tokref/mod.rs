@@ -134,18 +134,28 @@ impl RawToken {
     pub unsafe fn retire(p: *mut RawToken) -> bool {
         // SAFETY: `p` is live (from alloc, not yet freed: the caller's
         // contract), and only this call may free it.
-        let raw = unsafe { &*p };
-        let Some(prev) = raw.word.try_seal() else {
-            return false; // held right now by a leaked reference
-        };
-        if raw.pending.load(Ordering::Acquire) != 0 {
-            raw.word.unseal(prev);
-            return false; // a leaked reference waits to re-acquire it
+        if !unsafe { &*p }.try_retire() {
+            return false;
         }
         // SAFETY: sealed with no pending reference: no reference exists
         // (module header), none can be made (caller's contract), so this
         // is the last access; `p` came from Box::into_raw in alloc.
         drop(unsafe { Box::from_raw(p) });
+        true
+    }
+
+    /// The decision of [`retire`](Self::retire): seals the word and
+    /// returns true when no reference points here (the state may then be
+    /// freed: it stays sealed, so nothing can take it); otherwise leaves
+    /// it as it was and returns false.
+    pub fn try_retire(&self) -> bool {
+        let Some(prev) = self.word.try_seal() else {
+            return false; // held right now by a leaked reference
+        };
+        if self.pending.load(Ordering::Acquire) != 0 {
+            self.word.unseal(prev);
+            return false; // a leaked reference waits to re-acquire it
+        }
         true
     }
 }

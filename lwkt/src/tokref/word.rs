@@ -67,6 +67,7 @@ pub enum Try {
 /// The atomic part of a token.
 #[derive(Debug)]
 pub struct Word {
+    /// The word itself (see the bit table in the module header).
     pub count: AtomicUsize,
 }
 
@@ -76,6 +77,7 @@ fn held_by(c: usize, me: usize) -> bool {
 }
 
 impl Word {
+    /// A free token's word.
     #[cfg(not(loom))]
     pub const fn new() -> Word {
         Word {
@@ -83,6 +85,7 @@ impl Word {
         }
     }
 
+    /// A free token's word.
     #[cfg(loom)]
     pub fn new() -> Word {
         Word {
