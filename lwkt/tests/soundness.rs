@@ -1270,3 +1270,133 @@ fn stress_ipi_fifo_back_pressure() {
         assert_eq!(r.2, SLEEPERS);
     });
 }
+
+// -------------------------------------------------------------------
+// Item 1, the move case: a leaked guard, then the token moves
+// -------------------------------------------------------------------
+
+const MOVED: &str = "moved-token";
+
+/// A leaked guard's reference must not point at the token's old place
+/// after the token moves (here: a `Vec` of tokens reallocates). The
+/// scheduler's state lives apart from the token, so switches write only
+/// there; the old buffer, reused by pattern boxes, stays intact; and once
+/// the leaking thread exits, the moved token is free for others.
+#[test]
+fn moved_token_after_a_leaked_guard_never_writes_into_its_old_place() {
+    const NAME: &str = "moved_token_after_a_leaked_guard_never_writes_into_its_old_place";
+    if is_child(NAME) {
+        moved_token_child();
+        return;
+    }
+    let out = run_child(NAME, &[], Duration::from_secs(30));
+    assert!(out.ran_the_test(), "{}", out.describe());
+    assert!(
+        !out.stderr.contains(CORRUPTED),
+        "a switch wrote into the moved token's old place\n{}",
+        out.describe()
+    );
+    out.assert_success();
+}
+
+fn moved_token_child() {
+    let rt = runtime(1);
+    let bad = rt.block_on(|td| {
+        let leaker = td.spawn(|td| {
+            let mut first: Vec<Token<u64>> = Vec::with_capacity(1);
+            first.push(Token::new(MOVED, 0));
+            let old_buf = first.as_ptr() as usize;
+            std::mem::forget(td.get_token(&first[0])); // safe code
+                                                       // Move the token into another buffer, then free the old one.
+            let mut toks: Vec<Token<u64>> = Vec::with_capacity(65);
+            toks.extend(first.drain(..));
+            drop(first);
+            for i in 0..64 {
+                toks.push(Token::new("filler", i));
+            }
+            assert_ne!(toks.as_ptr() as usize, old_buf, "the token moved");
+            let words = std::mem::size_of::<Token<u64>>().div_ceil(8);
+            let boxes: Vec<Box<[u64]>> = (0..200)
+                .map(|_| vec![PATTERN; words].into_boxed_slice())
+                .collect();
+            // Switch out and back in: the leaked reference is released and
+            // re-acquired each time.
+            for _ in 0..20 {
+                nap(td, Duration::from_millis(1));
+            }
+            let bad: Vec<u64> = boxes
+                .iter()
+                .flat_map(|b| b.iter().copied())
+                .filter(|&w| w != PATTERN)
+                .collect();
+            (toks, bad)
+        });
+        let (toks, bad) = leaker.join(td).unwrap();
+        // The leaker exited: its reference was dropped, so the moved token
+        // can be taken again.
+        let t = td
+            .try_token(&toks[0])
+            .expect("the moved token is free once the leaking thread exited");
+        *t.get(td) += 1;
+        drop(t);
+        bad
+    });
+    assert!(
+        bad.is_empty(),
+        "{CORRUPTED}: {} word(s) of the old buffer's reusers were overwritten",
+        bad.len()
+    );
+}
+
+// -------------------------------------------------------------------
+// Item 9: data under a pool token without `unsafe`
+// -------------------------------------------------------------------
+
+/// `Pooled<T>` hands out its data only with a guard of its own pool token
+/// held by the calling thread, and refuses another token's guard.
+#[test]
+fn pooled_data_needs_its_own_pool_token() {
+    bounded(30, "pooled", || {
+        let rt = runtime(2);
+        rt.block_on(|td| {
+            let a = Arc::new(lwkt::Pooled::new(0u64));
+            // Another object whose pool token differs from a's.
+            let b = (0..64)
+                .map(|_| Box::new(lwkt::Pooled::new(0u64)))
+                .find(|b| !std::ptr::eq(b.token(), a.token()))
+                .expect("some object hashes to another pool token");
+            let ga = td.get_token(a.token());
+            *a.get(&ga, td) += 1;
+            let gb = td.get_token(b.token());
+            let wrong = catch_unwind(AssertUnwindSafe(|| {
+                *a.get(&gb, td) += 1;
+            }))
+            .map_err(|p| panic_message(&*p));
+            let m = wrong.expect_err("a guard of another pool token was accepted");
+            assert!(m.contains("another token"), "{m}");
+            drop((ga, gb));
+            // Increments from both CPUs under the pool token add up.
+            let hs: Vec<_> = (0..2)
+                .map(|c| {
+                    let a = a.clone();
+                    ThreadBuilder::new()
+                        .cpu(c)
+                        .spawn(td, move |td| {
+                            for _ in 0..10_000 {
+                                let g = td.get_token(a.token());
+                                *a.get(&g, td) += 1;
+                                drop(g);
+                                td.maybe_yield();
+                            }
+                        })
+                        .unwrap()
+                })
+                .collect();
+            for h in hs {
+                h.join(td).unwrap();
+            }
+            let g = td.get_token(a.token());
+            assert_eq!(*a.get(&g, td), 20_001);
+        });
+    });
+}

@@ -8,7 +8,7 @@ use super::cur::{CurThread, Sleep, ThreadId};
 use crate::error::Error;
 use crate::priority::Priority;
 use crate::sched::core::with_current;
-use crate::sched::ctl::CtlOwner;
+use crate::sched::ctl::{Ctl, CtlOwner};
 use crate::sched::machine::Msg;
 use crate::sched::ops::{OpKind, Reply, ThreadOp};
 use crate::sched::td::TdPtr;
@@ -26,7 +26,16 @@ use crate::sync::Arc;
 #[derive(Clone)]
 pub struct ThreadRef {
     p: Arc<dyn CtlOwner>,
+    /// The control block inside `p`'s allocation (saves a virtual call
+    /// per operation).
+    ctl: std::ptr::NonNull<Ctl>,
 }
+
+// SAFETY: `ctl` points into the allocation `p` keeps alive, and `Ctl` is
+// all atomics and immutable fields (`Sync`); `p` is `Send + Sync`.
+unsafe impl Send for ThreadRef {}
+// SAFETY: as above.
+unsafe impl Sync for ThreadRef {}
 
 impl fmt::Debug for ThreadRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -39,17 +48,26 @@ impl fmt::Debug for ThreadRef {
 
 impl ThreadRef {
     pub(crate) fn from_packet(p: Arc<dyn CtlOwner>) -> ThreadRef {
-        ThreadRef { p }
+        let ctl = std::ptr::NonNull::from(p.ctl());
+        ThreadRef { p, ctl }
+    }
+
+    /// The thread's control block.
+    #[inline]
+    fn ctl(&self) -> &Ctl {
+        // SAFETY: points into the allocation `self.p` keeps alive for as
+        // long as `self` lives.
+        unsafe { self.ctl.as_ref() }
     }
 
     /// The thread's id.
     pub fn id(&self) -> ThreadId {
-        ThreadId::from_raw(self.p.ctl().tid)
+        ThreadId::from_raw(self.ctl().tid)
     }
 
     /// The CPU that owns the thread now (a snapshot: it may migrate).
     pub fn cpu(&self) -> usize {
-        self.p.ctl().cpu.load(Ordering::Acquire)
+        self.ctl().cpu.load(Ordering::Acquire)
     }
 
     /// Whether the thread has not finished yet (a snapshot): false once
@@ -65,8 +83,26 @@ impl ThreadRef {
     /// it leaves a permit its next `park` consumes; on a sleeping thread it
     /// ends the sleep early (the sleep returns `Ok`, a spurious wakeup).
     #[doc(alias = "lwkt_schedule")]
+    #[inline]
     pub fn schedule(&self) {
-        self.op(OpKind::Schedule);
+        // The common case, a thread of this CPU: no message, no allocation.
+        let ctl = self.ctl();
+        let done = with_current(|core| {
+            if !ctl.is_of(&core.machine)
+                || ctl.cpu.load(Ordering::Acquire) != core.id
+                || ctl.migrating.load(Ordering::Acquire)
+            {
+                return false;
+            }
+            if let Some(t) = TdPtr::from_raw(ctl.td.load(Ordering::Acquire)) {
+                core.schedule_local(t);
+                core.preempt_check();
+            }
+            true
+        });
+        if done != Some(true) {
+            self.op(OpKind::Schedule);
+        }
     }
 
     /// Takes the thread off its run queue until the next
@@ -88,41 +124,44 @@ impl ThreadRef {
     /// Interrupts the thread's current or next interruptible sleep, which
     /// then returns [`SleepError::Interrupted`](crate::SleepError).
     pub fn interrupt(&self) {
-        self.p.ctl().interrupt.store(true, Ordering::Release);
+        self.ctl().interrupt.store(true, Ordering::Release);
         self.op(OpKind::Interrupt);
     }
 
+    /// Carries out a request: on the owning CPU when that is this one,
+    /// else as a message (from outside when the caller is not a thread of
+    /// the thread's runtime).
+    #[inline(never)]
     fn op(&self, kind: OpKind) {
-        let ctl = self.p.ctl();
-        if with_current(|core| ctl.is_of(&core.machine)) == Some(true) {
-            with_current(|core| {
-                let owner = ctl.cpu.load(Ordering::Acquire);
-                let local = owner == core.id && !ctl.migrating.load(Ordering::Acquire);
-                match (local, TdPtr::from_raw(ctl.td.load(Ordering::Acquire)), kind) {
-                    // Local schedule: no message, no allocation.
-                    (true, Some(t), OpKind::Schedule) => core.schedule_local(t),
-                    (true, None, _) => {} // exited
-                    (_, _, kind) => core.send(
-                        owner,
-                        Msg::Thread(Box::new(ThreadOp {
-                            p: self.p.clone(),
-                            kind,
-                        })),
-                    ),
-                }
-                core.preempt_check();
-            });
-            return;
-        }
-        // From outside the thread's runtime. An error means it is shutting
-        // down: the thread is being cancelled, nothing left to do.
-        let _ = ctl.machine.send_external(
-            ctl.cpu.load(Ordering::Acquire),
+        let ctl = self.ctl();
+        let mine = with_current(|core| ctl.is_of(&core.machine)) == Some(true);
+        let op = |kind| {
             Msg::Thread(Box::new(ThreadOp {
                 p: self.p.clone(),
                 kind,
-            })),
-        );
+            }))
+        };
+        if !mine {
+            // An error means it is shutting down: the thread is being
+            // cancelled, nothing left to do.
+            let _ = ctl
+                .machine
+                .send_external(ctl.cpu.load(Ordering::Acquire), op(kind));
+            return;
+        }
+        with_current(|core| {
+            let owner = ctl.cpu.load(Ordering::Acquire);
+            if owner == core.id && !ctl.migrating.load(Ordering::Acquire) {
+                // thread_op finds an exited thread gone and does nothing.
+                core.thread_op(Box::new(ThreadOp {
+                    p: self.p.clone(),
+                    kind,
+                }));
+            } else {
+                core.send(owner, op(kind));
+            }
+            core.preempt_check();
+        });
     }
 
     /// Pulls a descheduled thread to the calling thread's CPU: the owning
@@ -143,7 +182,7 @@ impl ThreadRef {
     #[doc(alias = "lwkt_giveaway")]
     #[doc(alias = "lwkt_acquire")]
     pub unsafe fn pull(&self, td: &mut CurThread) -> Result<(), Error> {
-        let ctl = self.p.ctl();
+        let ctl = self.ctl();
         if !ctl.is_of(&td.core().machine) {
             return Err(Error::ForeignRuntime);
         }

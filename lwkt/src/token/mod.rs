@@ -510,13 +510,32 @@ impl<T: ?Sized> Drop for SharedTokenGuard<'_, T> {
 
 /// Releases a guard's reference on the thread that took it.
 ///
-/// Dropped by another lwkt thread (a guard smuggled through thread-local
-/// storage): a panic, and nothing is released (the slot number means
-/// nothing in another thread's array). Dropped outside the runtime (a
-/// thread-local destructor when the CPU's OS thread ends): nothing to do,
-/// the owner's references were dropped when it exited or was cancelled.
-#[inline]
+/// The fast path (the running owner drops its only reference, held) is
+/// inlined into the guard's drop; everything else is out of line.
+#[inline(always)]
 fn release(slot: u8, owner: u64, name: &'static str) {
+    let done = with_current(|core| match core.current() {
+        Some(t) => {
+            // SAFETY: the running thread is alive while it runs.
+            let td = unsafe { t.td() };
+            td.tid.get() == owner && td.toks.release_only(slot)
+        }
+        None => false,
+    });
+    if done != Some(true) {
+        release_slow(slot, owner, name);
+    }
+}
+
+/// The general release. Dropped by another lwkt thread (a guard smuggled
+/// through thread-local storage): a panic, and nothing is released (the
+/// slot number means nothing in another thread's array). Dropped outside
+/// the runtime (a thread-local destructor when the CPU's OS thread ends):
+/// nothing to do, the owner's references were dropped when it exited or
+/// was cancelled.
+#[cold]
+#[inline(never)]
+fn release_slow(slot: u8, owner: u64, name: &'static str) {
     let outcome = with_current(|core| {
         let Some(t) = core.current() else {
             return Err(None);
@@ -526,9 +545,7 @@ fn release(slot: u8, owner: u64, name: &'static str) {
         if td.tid.get() != owner {
             return Err(Some(td.tid.get()));
         }
-        if !td.toks.release_only(slot) {
-            td.toks.release_slot(slot);
-        }
+        td.toks.release_slot(slot);
         Ok(())
     });
     match outcome {
