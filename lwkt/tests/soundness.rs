@@ -1309,7 +1309,7 @@ fn moved_token_child() {
             std::mem::forget(td.get_token(&first[0])); // safe code
                                                        // Move the token into another buffer, then free the old one.
             let mut toks: Vec<Token<u64>> = Vec::with_capacity(65);
-            toks.extend(first.drain(..));
+            toks.append(&mut first);
             drop(first);
             for i in 0..64 {
                 toks.push(Token::new("filler", i));
