@@ -1,6 +1,6 @@
 //! Scheduler counters (the seed's `lwkt.*` sysctls), per CPU.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicU64, Ordering};
 
 /// A counter written by one owner thread: a plain load and store, no
 /// locked instruction on the hot path. Readers see a recent value.

@@ -310,7 +310,10 @@ fn yield_now_never_runs_lower_priority() {
 #[test]
 fn maybe_yield_switches_for_higher_priority_and_on_clock_ticks() {
     bounded(30, "maybe_yield", || {
-        let rt = Runtime::builder().cpus(1).hz(1000).build().unwrap();
+        // A 50 ms tick: long enough that no tick passes between this
+        // thread's switch-in and its first maybe_yield below, even under
+        // valgrind; short enough to keep the test quick.
+        let rt = Runtime::builder().cpus(1).hz(20).build().unwrap();
         rt.block_on(|td| {
             // A higher-priority thread became runnable: maybe_yield runs it.
             let flag = Arc::new(AtomicUsize::new(0));

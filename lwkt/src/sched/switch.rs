@@ -150,6 +150,9 @@ impl Core {
         td.flags
             .set((td.flags.get() & !(tdf::RUNQ | tdf::PREEMPTED)) | tdf::RUNNING);
         self.cur.set(t.as_ptr());
+        // A thread's turn lasts at least until the next tick after it
+        // starts (ticks that passed while others ran do not count).
+        self.seen_tick.set(self.machine.tick());
         self.stats().switches.bump();
         // SAFETY: only this loop touches a thread's coroutine, and the
         // thread is not running (it was queued).

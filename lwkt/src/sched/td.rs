@@ -127,8 +127,9 @@ pub(crate) struct Thread {
     pub(crate) pri: Cell<u8>,
     /// Critical section depth (`td_critcount`).
     pub(crate) crit: Cell<u32>,
-    /// Run queue links.
+    /// Run queue links: the next thread in this level...
     pub(crate) rq_next: Cell<*mut Thread>,
+    /// ...and the previous one (null at the ends).
     pub(crate) rq_prev: Cell<*mut Thread>,
     /// Valid while the coroutine runs or is suspended.
     pub(crate) yielder: Cell<*const Yld>,
@@ -144,11 +145,13 @@ pub(crate) struct Thread {
     /// Set at creation, before any reference to it is handed out; cleared
     /// at retirement.
     pub(crate) name: UnsafeCell<Option<Box<str>>>,
-    /// Sleep queue links.
+    /// Sleep queue links: the next thread in this bucket...
     pub(crate) sq_next: Cell<*mut Thread>,
+    /// ...and the previous one (null at the ends).
     pub(crate) sq_prev: Cell<*mut Thread>,
-    /// All-threads list links (per CPU).
+    /// All-threads list links (per CPU): the next thread...
     pub(crate) all_next: Cell<*mut Thread>,
+    /// ...and the previous one (null at the ends).
     pub(crate) all_prev: Cell<*mut Thread>,
     /// Wait channel (an address) while TSLEEPQ.
     pub(crate) wchan: Cell<usize>,
@@ -243,15 +246,15 @@ impl Thread {
     }
 
     /// A new reference to the thread's packet (for `ThreadRef`).
-    pub(crate) fn packet_arc(&self) -> Option<std::sync::Arc<dyn CtlOwner>> {
+    pub(crate) fn packet_arc(&self) -> Option<crate::sync::Arc<dyn CtlOwner>> {
         let p = self.packet.get()?;
         // SAFETY: the pointer is the data pointer of a live `Arc<Packet<T>>`
         // (see `packet`), unsized to `dyn CtlOwner`, which is what
         // `Arc::from_raw` accepts; the increment makes the new Arc an owner
         // of its own.
         unsafe {
-            std::sync::Arc::increment_strong_count(p.as_ptr() as *const dyn CtlOwner);
-            Some(std::sync::Arc::from_raw(p.as_ptr() as *const dyn CtlOwner))
+            crate::sync::Arc::increment_strong_count(p.as_ptr() as *const dyn CtlOwner);
+            Some(crate::sync::Arc::from_raw(p.as_ptr() as *const dyn CtlOwner))
         }
     }
 

@@ -177,10 +177,10 @@ fn format_report(info: &OverflowInfo) -> Report {
 
 #[cfg(unix)]
 mod imp {
+    use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::cell::Cell;
     use std::mem;
     use std::ptr;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Once;
 
     use libc::{c_int, c_void, siginfo_t};

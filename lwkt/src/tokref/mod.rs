@@ -268,6 +268,8 @@ pub(crate) struct TokRefs {
     fails: Cell<u32>,
     /// The token whose acquisition failed last, or null.
     blocked: Cell<*const RawToken>,
+    /// The references themselves; slot `i` means something only while bit
+    /// `i` of `used` is set.
     refs: [Cell<TokRef>; MAX_TOKENS],
 }
 
