@@ -99,6 +99,9 @@ pub(crate) struct Core {
     /// Passes left before the next look at the clock while timers are
     /// armed (see `switch.rs`).
     pub(crate) timer_countdown: Cell<u32>,
+    /// Set while a thread runs by handoff (`switch.rs`): nesting is one
+    /// level deep.
+    pub(crate) handing_off: Cell<bool>,
     /// Whether this CPU has run a thread yet: until then an idle CPU parks
     /// at once (no partner's reply to wait for; a freshly built runtime of
     /// many CPUs would otherwise spend its start-up spinning).
@@ -155,6 +158,7 @@ impl Core {
             seen_tick: Cell::new(0),
             timer_countdown: Cell::new(1),
             has_run: Cell::new(false),
+            handing_off: Cell::new(false),
             token_waits: Cell::new(0),
             ipi_depth: Cell::new(0),
             outbox: Outbox::new(c.cpus),

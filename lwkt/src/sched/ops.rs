@@ -118,7 +118,7 @@ impl Core {
                     self.forget_candidate(t);
                     td.set(tdf::PARKED);
                     td.wmesg.set("park");
-                } else if td.has(tdf::RUNNING | tdf::PREEMPTED) {
+                } else if td.has(tdf::RUNNING | tdf::PREEMPTED | tdf::HANDOFF) {
                     // It parks at its next switch (a preempted thread is
                     // in the middle of something and keeps its tokens: it
                     // must not be parked there).

@@ -2,12 +2,13 @@
 //! every way the next one is chosen and started, is in this file.
 //!
 //! Execution model: each CPU is one OS thread running [`Core::run`] on its
-//! native stack; threads are coroutines on their own stacks. Only that
-//! loop ever resumes a coroutine. A thread that stops running (yield,
-//! sleep, park, token wait, preemption, migration) records where it goes
-//! next, releases its tokens (unless preempted) and suspends back to the
-//! loop; the loop looks at its messages and timers, picks the next thread,
-//! acquires that thread's tokens, and resumes it:
+//! native stack; threads are coroutines on their own stacks. The loop
+//! resumes the threads; the one exception is the handoff (below). A thread
+//! that stops running (yield, sleep, park, token wait, preemption,
+//! migration) records where it goes next, releases its tokens (unless
+//! preempted) and suspends back to the loop; the loop looks at its messages
+//! and timers, picks the next thread, acquires that thread's tokens, and
+//! resumes it:
 //!
 //! ```text
 //!  thread A (A's stack)            CPU loop (native stack)          thread B
@@ -22,10 +23,13 @@
 //!                                  }
 //! ```
 //!
-//! So a thread is never resumed from another thread's stack, and the
-//! coroutines never nest: every switch is thread → loop → thread, and any
-//! thread can be picked next, whoever ran before. The cost is two stack
-//! switches per thread switch. Hot paths stay short instead: a yield is a
+//! Every switch is thread → loop → thread, and any thread can be picked
+//! next, whoever ran before. The cost is two stack switches per thread
+//! switch. The handoff ([`Core::handoff`]) saves them where a thread would
+//! stop only to let the very next thread in line run — a join of that
+//! thread, a preemption: it runs that thread on its own stack, one level
+//! deep at most, under invariants written next to it that keep any
+//! coroutine from being resumed while it runs. Hot paths stay short: a yield is a
 //! queue append and a suspend on one side, a queue pop and a resume on the
 //! other, both inlined so that each side's return lands in the frame that
 //! made the matching call (the CPU's return-address predictor then stays
@@ -34,8 +38,10 @@
 //!
 //! Preemption (`lwkt_preempt`): making a higher-priority interrupt thread
 //! runnable on this CPU, from a running thread outside a critical section,
-//! puts the running thread back at the head of its priority level *keeping
-//! its tokens* (PREEMPTED) and switches to the loop, which then runs the
+//! runs it at once by handoff when it is first in line; otherwise (or when
+//! its run made something of higher priority runnable) it puts the running
+//! thread back at the head of its priority level *keeping its tokens*
+//! (PREEMPTED) and switches to the loop, which then runs the
 //! highest-priority thread. The preempted thread needs no token
 //! acquisition to run again, and resumes before its equal-priority peers.
 //! Preemption happens only at calls that make a thread runnable (wakeup,
@@ -143,6 +149,16 @@ impl Core {
     /// Switches to `t` until it switches back (the hot path).
     #[inline]
     fn run_thread(&self, t: TdPtr) {
+        self.resume_and_settle(t, std::ptr::null_mut());
+    }
+
+    /// The switch itself, for the loop and for a handoff (see
+    /// [`handoff`](Self::handoff)): resumes `t`, which was just taken off
+    /// the run queue, until it switches back; then makes `back` the
+    /// running thread again (null: the loop) and settles `t` (an exit, a
+    /// migration hand-off).
+    #[inline(always)]
+    fn resume_and_settle(&self, t: TdPtr, back: *mut Thread) {
         // SAFETY: just taken off this CPU's run queue; it stays on the
         // all-list until it exits, which is handled below.
         let td = unsafe { t.td() };
@@ -154,14 +170,16 @@ impl Core {
         // starts (ticks that passed while others ran do not count).
         self.seen_tick.set(self.machine.tick());
         self.stats().switches.bump();
-        // SAFETY: only this loop touches a thread's coroutine, and the
-        // thread is not running (it was queued).
+        // SAFETY: only the loop, or a thread handing off, resumes a
+        // thread, and only one taken off the run queue, which is not
+        // running and whose coroutine nobody else is resuming (see
+        // `handoff`'s invariants).
         let coro = unsafe { &mut *td.coro.get() };
         let res = coro
             .as_mut()
             .expect("lwkt: a runnable thread has no coroutine")
             .resume(());
-        self.cur.set(std::ptr::null_mut());
+        self.cur.set(back);
         let f = td.flags.get() & !tdf::RUNNING;
         td.flags.set(f);
         match res {
@@ -169,6 +187,48 @@ impl Core {
             corosensei::CoroutineResult::Yield(()) => self.migrate_switched_out(t),
             corosensei::CoroutineResult::Return(()) => self.thread_exited(t),
         }
+    }
+
+    /// The handoff: the running thread `a` runs the thread the loop would
+    /// pick next, `b`, right now on its own stack, instead of switching to
+    /// the loop and back (one switch each way instead of two). Used where
+    /// a thread would otherwise stop only to let exactly that thread run:
+    /// a join of the next thread, and a preemption. When `b` switches out
+    /// (for any reason), `a` settles it exactly as the loop does and goes
+    /// on; `a` keeps its tokens meanwhile, as a preempted thread does.
+    ///
+    /// Invariants, which are why no coroutine is ever resumed while it
+    /// runs (the hazard of running threads nested):
+    /// 1. only a thread the loop resumed hands off; a thread running by
+    ///    handoff never does (`handing_off`), so nesting is one level deep;
+    /// 2. `b` is taken off the run queue first, as `pick` would take it
+    ///    (the head of the highest level, needing no token), and a queued
+    ///    thread's coroutine is always suspended with nobody waiting in a
+    ///    resume for it;
+    /// 3. `a` is on no queue while `b` runs, so neither the loop (not
+    ///    running) nor `b` (which cannot hand off) can resume it.
+    ///
+    /// Returns false, doing nothing, when `b` is not that thread.
+    #[inline]
+    pub(crate) fn handoff(&self, a: TdPtr, atd: &Thread, b: TdPtr) -> bool {
+        if self.handing_off.get() || self.runq.first() != Some(b) {
+            return false;
+        }
+        // SAFETY: `b` is queued on this CPU (first in the run queue).
+        let btd = unsafe { b.td() };
+        if !btd.toks.is_empty() || btd.has(tdf::PREEMPTED) {
+            return false;
+        }
+        self.runq.unlink(b);
+        self.forget_candidate(b);
+        self.handing_off.set(true);
+        atd.flags
+            .set((atd.flags.get() & !tdf::RUNNING) | tdf::HANDOFF);
+        self.resume_and_settle(b, a.as_ptr());
+        atd.flags
+            .set((atd.flags.get() & !tdf::HANDOFF) | tdf::RUNNING);
+        self.handing_off.set(false);
+        true
     }
 
     /// Nothing to run: poll briefly, then park the OS thread until a
@@ -660,6 +720,16 @@ impl Core {
             return;
         }
         self.stats().preempt_hits.bump();
+        // `b` first in line: run it right here (a handoff); `a` keeps its
+        // tokens and resumes when `b` switches out, unless that made a
+        // thread of higher priority than `a` runnable.
+        if self.handoff(a, atd, b)
+            && !self.runq.has_above(atd.pri.get())
+            && !self.stopping()
+            && self.preempt_cand.get().is_null()
+        {
+            return;
+        }
         // `a` keeps its tokens and goes back to the head of its level; the
         // loop runs the highest-priority thread (`b`, or one of its
         // equal-priority peers queued before it).

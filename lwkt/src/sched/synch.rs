@@ -58,23 +58,18 @@ impl Core {
         Ok(())
     }
 
-    /// Whether `ctl`'s thread is queued on this CPU at priority `pri` or
-    /// above (so a yield of a thread of priority `pri` lets it run first).
+    /// `ctl`'s thread and its priority, if it is queued on this CPU.
     #[inline]
-    pub(crate) fn is_queued_here(&self, ctl: &super::ctl::Ctl, pri: u8) -> bool {
+    pub(crate) fn queued_here(&self, ctl: &super::ctl::Ctl) -> Option<(TdPtr, u8)> {
         if ctl.cpu.load(Ordering::Relaxed) != self.id || ctl.migrating.load(Ordering::Relaxed) {
-            return false;
+            return None;
         }
-        match TdPtr::from_raw(ctl.td.load(Ordering::Acquire)) {
-            Some(t) => {
-                // SAFETY: `Ctl::td` is non-null only while the thread
-                // exists, and it is owned by this CPU (checked above, on
-                // the only CPU that can hand it away).
-                let td = unsafe { t.td() };
-                td.has(tdf::RUNQ) && td.pri.get() >= pri
-            }
-            None => false,
-        }
+        let t = TdPtr::from_raw(ctl.td.load(Ordering::Acquire))?;
+        // SAFETY: `Ctl::td` is non-null only while the thread exists, and
+        // it is owned by this CPU (checked above, on the only CPU that can
+        // hand it away).
+        let td = unsafe { t.td() };
+        td.has(tdf::RUNQ).then(|| (t, td.pri.get()))
     }
 
     /// Wakes the thread waiting in `join` on `ctl`'s thread, if it still

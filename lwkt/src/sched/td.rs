@@ -55,8 +55,10 @@ pub(crate) type Yld = Yielder<(), ()>;
 /// |     |           | held, not pending) and resumes where it stopped     |
 /// | 13  | INTTHREAD | interrupt class: may preempt                        |
 /// | 14  | UNWINDING | the runtime is unwinding its stack (shutdown)       |
+/// | 15  | HANDOFF   | on the CPU, but the thread it handed off to runs on |
+/// |     |           | top of it (`Core::handoff`); on no queue            |
 ///
-/// Invariants: at most one of RUNQ, SLEEPING, RUNNING, PARKED (a thread
+/// Invariants: at most one of RUNQ, SLEEPING, RUNNING, PARKED, HANDOFF (a thread
 /// that is switching out may have the next state set while its CPU's loop
 /// has yet to clear RUNNING); SINTR implies SLEEPING; WOKEN implies
 /// !TSLEEPQ; PREEMPTED implies RUNQ and that every token reference is
@@ -77,6 +79,7 @@ pub(crate) mod tdf {
     pub(crate) const PREEMPTED: u32 = 1 << 12;
     pub(crate) const INTTHREAD: u32 = 1 << 13;
     pub(crate) const UNWINDING: u32 = 1 << 14;
+    pub(crate) const HANDOFF: u32 = 1 << 15;
 }
 
 /// Why the last sleep ended.

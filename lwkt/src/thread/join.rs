@@ -268,11 +268,14 @@ impl<T: Send + 'static> JoinHandle<T> {
     /// entry; the thread's completion wakes it directly (same CPU) or by a
     /// message to its CPU.
     ///
-    /// First, when the thread is queued on this CPU at the joiner's
+    /// First, when the thread is the next this CPU would run (first in its
+    /// run queue), the joiner runs it right away on its own stack (a
+    /// handoff, see `Core::handoff`), which is what sleeping would lead to,
+    /// minus two switches. Otherwise, when it is queued at the joiner's
     /// priority or above, the joiner yields once: the thread runs before
-    /// the joiner's next turn (in the scheduler's usual order; nothing is
-    /// reordered), and if it finished by then no announcement, sleep or
-    /// wakeup is needed. Only if it has not does the joiner sleep.
+    /// the joiner's next turn. Either way nothing is reordered, and if it
+    /// finished by then no announcement, sleep or wakeup is needed. Only if
+    /// it has not does the joiner sleep.
     #[inline(always)]
     fn join_here(&self, td: &mut CurThread) -> Result<T, Payload> {
         let p = &*self.packet;
@@ -280,10 +283,22 @@ impl<T: Send + 'static> JoinHandle<T> {
             return p.take();
         }
         let ctl = &p.ctl;
-        if td.core().is_queued_here(ctl, td.thread().pri.get()) {
-            td.yield_now();
-            if p.state.is_done() {
-                return p.take();
+        if let Some((t, pri)) = td.core().queued_here(ctl) {
+            let core = td.core();
+            if core.handoff(td.td_ptr(), td.thread(), t) {
+                if p.state.is_done() {
+                    // As if the joiner had slept and been woken: it goes
+                    // behind the peers of its priority that were waiting.
+                    if core.runq.has_at_least(td.thread().pri.get()) {
+                        td.yield_now();
+                    }
+                    return p.take();
+                }
+            } else if pri >= td.thread().pri.get() {
+                td.yield_now();
+                if p.state.is_done() {
+                    return p.take();
+                }
             }
         }
         ctl.joiner_cpu.store(td.cpu(), Ordering::Relaxed);

@@ -29,7 +29,8 @@ pub enum ThreadState {
     Sleeping,
     /// Descheduled (`park`, `deschedule`): runs only when scheduled.
     Parked,
-    /// On its CPU, but an interrupt thread preempted it.
+    /// On its CPU, but another thread runs on top of it: an interrupt
+    /// thread preempted it, or it handed off to the thread it joins.
     Preempted,
 }
 
@@ -83,7 +84,7 @@ impl fmt::Display for ThreadInfo {
 fn describe(core: &Core, td: &Thread) -> ThreadInfo {
     let state = if td.has(tdf::RUNNING) {
         ThreadState::Running
-    } else if td.has(tdf::PREEMPTED) {
+    } else if td.has(tdf::PREEMPTED | tdf::HANDOFF) {
         ThreadState::Preempted
     } else if td.has(tdf::PARKED) {
         ThreadState::Parked
