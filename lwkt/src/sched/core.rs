@@ -261,8 +261,13 @@ impl Core {
     ) -> TdPtr {
         let b = self.free_threads.borrow_mut().pop();
         if let Some(b) = &b {
-            // Its finished coroutine, when alloc_stack did not take it.
-            self.reap(b);
+            // Its finished coroutine, when alloc_stack did not take it
+            // (usually it did: no call then).
+            // SAFETY: a cached structure: only this CPU touches it, and no
+            // coroutine runs on it.
+            if unsafe { (*b.coro.get()).is_some() } {
+                self.reap(b);
+            }
         }
         let t = TdPtr::from_box(b.unwrap_or_else(Thread::new));
         // SAFETY: just taken from the cache (or allocated): owned by this
