@@ -7,7 +7,18 @@
 //! cargo run --release -p lwkt-bench -- --json spawn_join idle_cpu
 //! cargo run --release -p lwkt-bench -- --list
 //! cargo run --release -p lwkt-bench -- --quick --impls lwkt,tokio
+//! cargo run --release -p lwkt-bench -- --report out    # + out/index.html
 //! ```
+//!
+//! Human output: the machine (cores, CPU model, kernel, date), then one
+//! table per benchmark (per bench name, for the rows of a multi-row
+//! benchmark): each implementation's figure in the benchmark's unit, the
+//! figure divided by lwkt's (`÷ lwkt`), how it stands against lwkt in words
+//! (`2.50x slower`), which implementation is best, and the notes.
+//! `--report DIR` also writes `DIR/index.html`, a self-contained page with
+//! one SVG bar chart (drawn with `plotters`) and the table per benchmark,
+//! and `DIR/results.json`, the JSON below; it combines with `--json` and
+//! with benchmark selection.
 //!
 //! JSON output: `{"results":[{"bench":..,"impl":..,"value":..,"unit":..}, ..]}`;
 //! a result may carry a `"note"` string (configuration used, limits met).
@@ -16,7 +27,9 @@
 //! `impl` and `unit` (listed below).
 //! Progress and failures go to stderr. Exit status: 0 when every selected
 //! implementation produced a figure, 1 when some failed (their results are
-//! left out), 2 on a usage error such as an unknown benchmark name.
+//! left out) or the report could not be written, 2 on a usage error such
+//! as an unknown benchmark name or a report directory that cannot be
+//! created.
 //!
 //! # Benchmarks
 //!
@@ -140,6 +153,8 @@
 
 mod benches;
 mod harness;
+mod report;
+mod table;
 
 use std::io::Read;
 use std::process::{Command, ExitCode, Stdio};
@@ -148,8 +163,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-use benches::{Bench, Better};
+use benches::Bench;
 use harness::{Ctx, Measurement};
+use table::{fmt_value, Outcome};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -170,6 +186,10 @@ struct Cli {
     /// Run only these implementations (comma-separated, e.g. lwkt,tokio)
     #[arg(long, value_delimiter = ',', value_name = "IMPL")]
     impls: Vec<String>,
+    /// Also write an HTML report: DIR/index.html (a bar chart and a table
+    /// per benchmark) and DIR/results.json
+    #[arg(long, value_name = "DIR")]
+    report: Option<std::path::PathBuf>,
     /// Benchmarks to run (default: all)
     #[arg(value_name = "BENCH")]
     benches: Vec<String>,
@@ -202,9 +222,6 @@ enum ChildOutput {
     One(Measurement),
     Many(Vec<Measurement>),
 }
-
-/// One implementation's outcome in the parent: its rows, or why it failed.
-type Outcome = Result<Vec<Measurement>, String>;
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -300,6 +317,11 @@ fn run_suite(cli: &Cli) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
     let selected = select(cli)?;
+    if let Some(dir) = &cli.report {
+        // Fail now, not after the run, when the report cannot be written.
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create report directory {}: {e}", dir.display()))?;
+    }
     if let Some(load) = load_average() {
         if load > 1.0 {
             eprintln!(
@@ -308,10 +330,18 @@ fn run_suite(cli: &Cli) -> Result<ExitCode, String> {
             );
         }
     }
+    let machine = report::Machine::probe();
+    if !cli.json {
+        println!("lwkt-bench on {}", machine.summary());
+        if cli.quick {
+            println!("--quick: short repetitions (a smoke test, not figures to quote)");
+        }
+    }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
     let started = Instant::now();
     let mut results = Vec::new();
     let mut failures = Vec::new();
+    let mut tables = Vec::new();
     for bench in selected {
         let mut rows: Vec<(&str, Outcome)> = Vec::new();
         for imp in bench.impls {
@@ -334,25 +364,47 @@ fn run_suite(cli: &Cli) -> Result<ExitCode, String> {
             }
             rows.push((imp.name, r));
         }
-        if !cli.json && !rows.is_empty() {
-            print_rows(bench, &rows);
+        if rows.is_empty() {
+            continue;
         }
-        results.extend(rows.into_iter().filter_map(|(_, r)| r.ok()).flatten());
-    }
-    if !cli.json {
-        let lines = comparison_lines(&results);
-        if !lines.is_empty() {
-            println!();
-            println!("cross-benchmark targets (same run):");
-            for l in lines {
-                println!("  {l}");
+        let groups = table::groups(bench, &rows);
+        if !cli.json {
+            for g in &groups {
+                println!();
+                print!("{}", g.render());
             }
         }
+        tables.extend(groups);
+        results.extend(rows.into_iter().filter_map(|(_, r)| r.ok()).flatten());
     }
+    let targets = comparison_lines(&results);
+    if !cli.json && !targets.is_empty() {
+        println!();
+        println!("cross-benchmark targets (same run):");
+        for l in &targets {
+            println!("  {l}");
+        }
+    }
+    let json = serde_json::to_string_pretty(&Report { results: &results })
+        .map_err(|e| format!("serializing results: {e}"))?;
     if cli.json {
-        let out = serde_json::to_string_pretty(&Report { results: &results })
-            .map_err(|e| format!("serializing results: {e}"))?;
-        println!("{out}");
+        println!("{json}");
+    }
+    let mut report_failed = false;
+    if let Some(dir) = &cli.report {
+        let info = report::RunInfo {
+            machine,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            quick: cli.quick,
+            targets,
+        };
+        match report::write(dir, &tables, &info, &json) {
+            Ok(page) => eprintln!("lwkt-bench: report written to {}", page.display()),
+            Err(e) => {
+                eprintln!("lwkt-bench: report not written: {e}");
+                report_failed = true;
+            }
+        }
     }
     eprintln!(
         "lwkt-bench: {} results, {} failed, {:.1} s",
@@ -363,7 +415,7 @@ fn run_suite(cli: &Cli) -> Result<ExitCode, String> {
     for f in &failures {
         eprintln!("lwkt-bench: failed: {f}");
     }
-    Ok(if failures.is_empty() {
+    Ok(if failures.is_empty() && !report_failed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -435,53 +487,6 @@ fn run_child(exe: &std::path::Path, bench: &Bench, imp: &str, quick: bool) -> Ou
     }
 }
 
-fn fmt_value(v: f64) -> String {
-    if v.abs() >= 1000.0 || v == v.trunc() {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
-/// "better"/"worse" wording for a unit.
-fn wording(unit: &str, lwkt_better: bool) -> &'static str {
-    match (unit, lwkt_better) {
-        ("ns/op", true) => "faster",
-        ("ns/op", false) => "slower",
-        ("KiB/thread", true) => "less memory",
-        ("KiB/thread", false) => "more memory",
-        ("ms/s", true) => "less CPU",
-        ("ms/s", false) => "more CPU",
-        ("ops/s", true) => "more throughput",
-        ("ops/s", false) => "less throughput",
-        (_, true) => "better",
-        (_, false) => "worse",
-    }
-}
-
-/// lwkt's standing against one peer: the peer/lwkt ratio (lwkt/peer when
-/// higher is better), so a ratio above 1 always means lwkt wins.
-fn ratio_text(bench: &Bench, lwkt: f64, peer: f64) -> String {
-    let ratio = match bench.better {
-        Better::Lower => peer / lwkt,
-        Better::Higher => lwkt / peer,
-    };
-    if !ratio.is_finite() || ratio <= 0.0 {
-        return "n/a".into();
-    }
-    let (factor, better) = if ratio >= 1.0 {
-        (ratio, true)
-    } else {
-        (1.0 / ratio, false)
-    };
-    format!(
-        "{ratio:>7.2}  lwkt {factor:.2}x {}",
-        wording(bench.unit, better)
-    )
-}
-
 /// One line per [`benches::COMPARISONS`] entry whose two figures are both
 /// in `results`: the ratio and whether the target is met.
 fn comparison_lines(results: &[Measurement]) -> Vec<String> {
@@ -513,94 +518,6 @@ fn comparison_lines(results: &[Measurement]) -> Vec<String> {
             ))
         })
         .collect()
-}
-
-/// Prints one benchmark's outcomes: the comparison table when every
-/// implementation gave one row of that benchmark, else a table of the rows
-/// each run produced (a multi-row benchmark such as `scaling`).
-fn print_rows(bench: &Bench, rows: &[(&str, Outcome)]) {
-    let single = rows.iter().all(|(_, r)| match r {
-        Ok(ms) => ms.len() == 1 && ms[0].bench == bench.name,
-        Err(_) => true,
-    });
-    if single {
-        let rows: Vec<(&str, Result<Measurement, String>)> = rows
-            .iter()
-            .map(|(n, r)| (*n, r.clone().map(|mut ms| ms.remove(0))))
-            .collect();
-        print_table(bench, &rows);
-    } else {
-        print_multi(bench, rows);
-    }
-}
-
-/// The table of a multi-row benchmark: bench, impl, value and unit of
-/// every row, then the notes. There are no peers to compare with.
-fn print_multi(bench: &Bench, rows: &[(&str, Outcome)]) {
-    let better = match bench.better {
-        Better::Lower => "lower is better",
-        Better::Higher => "higher is better",
-    };
-    println!();
-    println!("{} ({better}): {}", bench.name, bench.about);
-    let all: Vec<&Measurement> = rows
-        .iter()
-        .filter_map(|(_, r)| r.as_ref().ok())
-        .flatten()
-        .collect();
-    let w = all.iter().map(|m| m.bench.len()).max().unwrap_or(5).max(5);
-    println!("  {:<w$} {:<12} {:>12}  unit", "bench", "impl", "value");
-    for m in &all {
-        println!(
-            "  {:<w$} {:<12} {:>12}  {}",
-            m.bench,
-            m.imp,
-            fmt_value(m.value),
-            m.unit
-        );
-    }
-    for (name, r) in rows {
-        if let Err(e) = r {
-            println!("  {:<w$} {name:<12} {:>12}  {e}", bench.name, "failed");
-        }
-    }
-    for m in &all {
-        if let Some(n) = &m.note {
-            println!("    {}/{}: {n}", m.bench, m.imp);
-        }
-    }
-}
-
-fn print_table(bench: &Bench, rows: &[(&str, Result<Measurement, String>)]) {
-    let better = match bench.better {
-        Better::Lower => "lower is better",
-        Better::Higher => "higher is better",
-    };
-    println!();
-    println!("{} ({}, {better}): {}", bench.name, bench.unit, bench.about);
-    let lwkt = rows
-        .iter()
-        .find(|(n, _)| *n == "lwkt")
-        .and_then(|(_, r)| r.as_ref().ok())
-        .map(|m| m.value);
-    println!("  {:<12} {:>12}  {:>7}", "impl", bench.unit, "ratio");
-    for (name, r) in rows {
-        match r {
-            Ok(m) => {
-                let ratio = match lwkt {
-                    Some(l) if *name != "lwkt" => ratio_text(bench, l, m.value),
-                    _ => String::new(),
-                };
-                println!("  {name:<12} {:>12}  {ratio}", fmt_value(m.value));
-            }
-            Err(e) => println!("  {name:<12} {:>12}  {e}", "failed"),
-        }
-    }
-    for (name, r) in rows {
-        if let Ok(Measurement { note: Some(n), .. }) = r {
-            println!("    {name}: {n}");
-        }
-    }
 }
 
 #[cfg(test)]
@@ -717,7 +634,7 @@ mod tests {
             assert!(b.find_impl(c.imp).is_some(), "{}/{}", c.bench, c.imp);
             assert!(base.find_impl(c.base_imp).is_some());
             assert_eq!(b.unit, base.unit, "{} vs {}", c.bench, c.base_bench);
-            assert_eq!(b.better, Better::Lower);
+            assert_eq!(b.better, benches::Better::Lower);
         }
         let m = |bench: &str, value: f64| Measurement {
             bench: bench.into(),
@@ -737,20 +654,5 @@ mod tests {
         assert!(lines[0].ends_with(": met"), "{}", lines[0]);
         let lines = comparison_lines(&[m("preempt_latency", 50.0), m("yield_pingpong", 20.0)]);
         assert!(lines[0].ends_with(": MISSED"), "{}", lines[0]);
-    }
-
-    #[test]
-    fn ratios_say_who_wins() {
-        let b = benches::find("spawn_join").unwrap();
-        assert!(ratio_text(b, 100.0, 300.0).contains("lwkt 3.00x faster"));
-        assert!(ratio_text(b, 300.0, 100.0).contains("lwkt 3.00x slower"));
-        let rss = benches::find("sleeping_thread_rss").unwrap();
-        assert!(ratio_text(rss, 2.0, 8.0).contains("less memory"));
-        assert_eq!(ratio_text(b, 0.0, 1.0), "n/a");
-        // ops/s: higher is better, so more ops/s for lwkt is a win.
-        let c = benches::find("token_contended").unwrap();
-        assert_eq!(c.better, Better::Higher);
-        assert!(ratio_text(c, 300.0, 100.0).contains("lwkt 3.00x more throughput"));
-        assert!(ratio_text(c, 100.0, 300.0).contains("lwkt 3.00x less throughput"));
     }
 }
