@@ -172,7 +172,7 @@ fn cpu_bars(g: &Group) -> bool {
 /// implementation (lwkt in blue, the peers in orange), the figure written
 /// at the bar's end, a min–max whisker when the rows carry their spread,
 /// a grey CPU-time bar under the wall-time bar when CPU ns/op is known for
-/// an ns/op figure. Failed implementations are listed with no bar.
+/// an ns/op figure (the axis title says so). Failed implementations are listed with no bar.
 pub fn chart_svg(g: &Group) -> Result<String, String> {
     let mut labels: Vec<String> = g.rows.iter().map(|r| r.imp.clone()).collect();
     labels.extend(g.failed.iter().map(|(imp, _)| format!("{imp} (failed)")));
@@ -205,7 +205,7 @@ pub fn chart_svg(g: &Group) -> Result<String, String> {
 
     let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(4);
     let label_area = (longest as u32 * 8 + 20).clamp(60, 260);
-    let (width, height) = (640u32, 96 + 36 * n as u32 + if with_cpu { 24 } else { 0 });
+    let (width, height) = (600u32, 96 + 36 * n as u32 + if with_cpu { 24 } else { 0 });
     // Row i owns the band [c, c + 1) of the y axis, c counted from the
     // bottom, so the first row is drawn on top.
     let band = |i: usize| (n - 1 - i) as f64;
@@ -240,7 +240,11 @@ pub fn chart_svg(g: &Group) -> Result<String, String> {
             .y_label_formatter(&no_label)
             .x_labels(6)
             .x_label_formatter(&x_fmt)
-            .x_desc(format!("{} ({})", g.unit, g.direction_text()))
+            .x_desc(if with_cpu {
+                format!("{} ({}); grey: CPU time per op", g.unit, g.direction_text())
+            } else {
+                format!("{} ({})", g.unit, g.direction_text())
+            })
             .label_style(("sans-serif", 17))
             .draw()
             .map_err(|e| err(&e))?;
@@ -263,7 +267,7 @@ pub fn chart_svg(g: &Group) -> Result<String, String> {
             .enumerate()
             .filter(|(_, r)| r.has_value())
             .collect();
-        let wall = chart
+        chart
             .draw_series(valued.iter().map(|&(i, r)| {
                 let colour = if r.imp == "lwkt" { LWKT } else { PEER };
                 Rectangle::new(
@@ -276,9 +280,7 @@ pub fn chart_svg(g: &Group) -> Result<String, String> {
             }))
             .map_err(|e| err(&e))?;
         if with_cpu {
-            wall.label("wall time")
-                .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], PEER.filled()));
-            let cpu = chart
+            chart
                 .draw_series(valued.iter().filter_map(|&(i, r)| {
                     Some(Rectangle::new(
                         [
@@ -289,8 +291,6 @@ pub fn chart_svg(g: &Group) -> Result<String, String> {
                     ))
                 }))
                 .map_err(|e| err(&e))?;
-            cpu.label("CPU time")
-                .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], CPU.filled()));
         }
         // min–max whiskers through the middle of the wall-time bar.
         chart
@@ -325,15 +325,6 @@ pub fn chart_svg(g: &Group) -> Result<String, String> {
                     + Text::new(text, (5, 0), figure_style.clone())
             }))
             .map_err(|e| err(&e))?;
-        if with_cpu {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::LowerRight)
-                .draw()
-                .map_err(|e| err(&e))?;
-        }
         root.present().map_err(|e| err(&e))?;
     }
     // Inlined in HTML: drop an XML declaration if the backend wrote one.
@@ -367,11 +358,11 @@ dl.machine dt { font-weight: bold; }
 dl.machine dd { margin: 0; }
 nav a { margin-right: 0.8em; }
 section.bench { border-top: 1px solid #ccc; margin-top: 1.5em; padding-top: 0.5em; }
-.pair { display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start; }
+.pair { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
 figure.chart { margin: 0; }
 figure.chart svg { display: block; }
 table { border-collapse: collapse; margin-top: 2.5em; }
-th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #e4e4e4; text-align: right; }
+th, td { padding: 0.25em 0.5em; border-bottom: 1px solid #e4e4e4; text-align: right; }
 th:first-child, td:first-child, td.words { text-align: left; }
 tr.best td { font-weight: bold; }
 tr.lwkt td:first-child { color: #1f5fa8; }
@@ -703,9 +694,9 @@ mod tests {
         g.rows[1].cpu_ns = Some(9000.0);
         let rich = chart_svg(&g).unwrap();
         let doc = roxmltree::Document::parse(&rich).unwrap();
-        // Two wall bars, one CPU bar, two legend swatches.
+        // Two wall bars, one CPU bar.
         assert!(filled_rects(doc.root()) >= 3, "{rich}");
-        assert!(rich.contains("CPU time"));
+        assert!(rich.contains("grey: CPU time per op"));
         // The whisker adds lines that the plain chart lacks.
         let lines = |s: &str| s.matches("<line").count() + s.matches("<polyline").count();
         assert!(lines(&rich) > lines(&plain), "{rich}");
