@@ -391,7 +391,7 @@ fn table_html(g: &Group) -> String {
         }
         let _ = write!(s, "<tr class=\"{}\">", class.join(" "));
         for (c, cell) in line.iter().enumerate() {
-            let class = if c == cols - 1 {
+            let class = if c == cols - 1 && g.compared() {
                 " class=\"words\""
             } else {
                 ""

@@ -329,10 +329,17 @@ impl Group {
         self.rows.iter().any(|r| r.cpu_ns.is_some())
     }
 
+    /// Whether the table compares rows: it has more than one, so it gets
+    /// the ratio and standing columns.
+    pub fn compared(&self) -> bool {
+        self.rows.len() > 1
+    }
+
     /// The table's cells, one line per row (header first): impl, figure,
-    /// min–max and CPU ns/op (when some row has them), ratio to the
-    /// reference, and the standing in words. The terminal and the HTML
-    /// report both lay these out.
+    /// min–max and CPU ns/op (when some row has them), then, when the table
+    /// compares rows, the ratio to the reference and the standing in words
+    /// (always the last column). The terminal and the HTML report both lay
+    /// these out.
     pub fn cells(&self) -> Vec<Vec<String>> {
         let reference = self.reference().map(|r| r.imp.clone());
         let best = self.best().map(|r| r.imp.clone());
@@ -343,8 +350,10 @@ impl Group {
         if self.has_cpu() {
             header.push("CPU ns/op".into());
         }
-        header.push(format!("÷ {}", reference.as_deref().unwrap_or("lwkt")));
-        header.push(String::new());
+        if self.compared() {
+            header.push(format!("÷ {}", reference.as_deref().unwrap_or("lwkt")));
+            header.push(String::new());
+        }
         let mut lines = vec![header];
         for row in &self.rows {
             let mut line = vec![row.imp.clone(), fmt_value(row.value)];
@@ -357,6 +366,10 @@ impl Group {
             }
             if self.has_cpu() {
                 line.push(row.cpu_ns.map(fmt_value).unwrap_or_default());
+            }
+            if !self.compared() {
+                lines.push(line);
+                continue;
             }
             line.push(self.ratio(row).map(fmt_ratio).unwrap_or_default());
             let mut words = Vec::new();
@@ -400,7 +413,7 @@ impl Group {
             for (c, cell) in line.iter().enumerate() {
                 let w = width[c];
                 // Names left-aligned, figures right-aligned, words last.
-                if c == 0 || c == cols - 1 {
+                if c == 0 || (c == cols - 1 && self.compared()) {
                     out.push_str(&format!("  {cell:<w$}"));
                 } else {
                     out.push_str(&format!("  {cell:>w$}"));
@@ -513,7 +526,11 @@ pub(crate) mod tests {
         let (b, outcomes) = one("max_threads", &[("lwkt", 123456.0)]);
         let g = &groups(b, &outcomes)[0];
         assert!(g.best().is_none() && g.verdict().is_none());
-        assert!(g.render().contains("123,456"));
+        let t = g.render();
+        assert!(t.contains("lwkt  123,456"), "{t}");
+        // Nothing to compare with: no ratio column.
+        assert!(!t.contains('÷') && !t.contains("1.00"), "{t}");
+        assert_eq!(g.cells()[0], ["impl", "threads"]);
     }
 
     #[test]
