@@ -136,6 +136,18 @@
 //!   Every `scaling_*` row's note states N, the cores, and "oversubscribed"
 //!   or "not oversubscribed", plus the IPI, park and switch counters (wakeup)
 //!   or token counters and per-worker spread (token) per operation.
+//! * `kv_service` (application-shaped): a 64-shard in-memory key-value
+//!   store served to 1,000 and then 10,000 closed-loop clients; each
+//!   request locks a shard, looks a key up and updates it, and 1 in 16
+//!   waits 50 µs with the shard logically held (lwkt `td.sleep_for` holding
+//!   the token guard; the peers drop their `std::sync::Mutex` guard, wait,
+//!   re-lock and re-check). `lwkt` (thread per client), `tokio` (task per
+//!   client, `tokio::time::sleep`), `may` (coroutine per client), and
+//!   `std_thread` (OS thread per client). One run per implementation gives
+//!   two rows: bench `kv_service` (req/s at 10,000 clients, higher is
+//!   better) and bench `kv_service_p99` (p99 latency in µs at 10,000
+//!   clients, lower is better); the 1,000-client figures and the p50s are
+//!   in the notes. Details in `benches/kv_service.rs` and the README.
 //!
 //! # Method
 //!

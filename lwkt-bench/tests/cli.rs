@@ -193,3 +193,45 @@ fn scaling_reports_every_cpu_count_and_the_big_runtime() {
         assert!(r["note"].as_str().is_some(), "{r}");
     }
 }
+
+/// `kv_service` in quick mode (a few seconds per implementation: two
+/// points of 100 ms warm-up + 300 ms window, and starting 10,000 clients):
+/// each implementation's one run gives both rows.
+#[test]
+fn kv_service_reports_throughput_and_p99_for_every_impl() {
+    let list = bench().arg("--list").output().unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .any(|l| l == "kv_service"));
+    let out = bench()
+        .args(["--json", "--quick", "kv_service"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let results = v["results"].as_array().unwrap();
+    let impls = ["lwkt", "tokio", "may", "std_thread"];
+    assert_eq!(results.len(), 2 * impls.len(), "{results:?}");
+    for (bench, unit) in [("kv_service", "req/s"), ("kv_service_p99", "us")] {
+        for imp in impls {
+            let rows: Vec<_> = results
+                .iter()
+                .filter(|r| r["bench"] == bench && r["impl"] == imp)
+                .collect();
+            assert_eq!(rows.len(), 1, "{bench}/{imp} in {results:?}");
+            let r = rows[0];
+            assert_eq!(r["unit"], unit, "{r}");
+            let value = r["value"].as_f64().unwrap_or(f64::NAN);
+            assert!(value.is_finite() && value > 0.0, "{r}");
+            let note = r["note"].as_str().unwrap();
+            assert!(
+                note.contains("1000 clients") && note.contains("10000 clients"),
+                "{note}"
+            );
+        }
+    }
+}

@@ -9,6 +9,7 @@ use crate::harness::{Ctx, RunResult};
 mod contention;
 mod cross_cpu_pingpong;
 mod idle_cpu;
+mod kv_service;
 mod max_threads;
 mod migrate_roundtrip;
 mod preempt_latency;
@@ -73,6 +74,7 @@ pub static ALL: &[&Bench] = &[
     &preempt_latency::BENCH,
     &migrate_roundtrip::BENCH,
     &scaling::BENCH,
+    &kv_service::BENCH,
 ];
 
 /// A figure held against another benchmark's figure from the same run:
