@@ -52,6 +52,20 @@ pub const HOLD_SLEEP: Duration = Duration::from_micros(50);
 /// so that they are all spawned and waiting.
 const LEAD: Duration = Duration::from_millis(10);
 
+/// A value alone on its cache lines (128 bytes: adjacent-line prefetchers
+/// pair 64-byte lines), so the lock every worker hammers shares no line
+/// with the stop flag they all poll, whatever the allocator's placement.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Lone<T>(T);
+
+impl<T> std::ops::Deref for Lone<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// What each critical section does besides the increment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Load {
@@ -137,7 +151,7 @@ impl Tally {
 #[derive(Debug, Clone)]
 struct Round {
     start_at: Instant,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Lone<AtomicBool>>,
     /// Process CPU time at `start_at`, read by the timer thread.
     cpu_at_start: Arc<Mutex<Option<Duration>>>,
 }
@@ -148,7 +162,7 @@ impl Round {
     /// stop flag `window` after it.
     fn schedule(window: Duration) -> Result<(Round, std::thread::JoinHandle<()>), String> {
         let start_at = Instant::now() + LEAD;
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Lone(AtomicBool::new(false)));
         let cpu_at_start = Arc::new(Mutex::new(None));
         let (flag, cpu0) = (stop.clone(), cpu_at_start.clone());
         let timer = std::thread::Builder::new()
@@ -339,7 +353,7 @@ pub fn lwkt(ctx: &Ctx, load: Load) -> RunResult {
     let before = rt.stats().total;
     let out = rt.block_on(move |td| {
         measure(&ctx, |round| {
-            let tok = Arc::new(lwkt::Token::new("counter", 0u64));
+            let tok = Arc::new(Lone(lwkt::Token::new("counter", 0u64)));
             let mut handles = Vec::with_capacity(workers);
             for k in 0..workers {
                 let (tok, round) = (tok.clone(), round.clone());
@@ -375,7 +389,7 @@ pub fn lwkt(ctx: &Ctx, load: Load) -> RunResult {
                 tallies.push(h.join(td).map_err(|_| "worker panicked")?);
             }
             let tok = Arc::try_unwrap(tok).map_err(|_| "token still shared")?;
-            Ok((tallies, tok.into_inner()))
+            Ok((tallies, tok.0.into_inner()))
         })
     })?;
     let after = rt.stats().total;
@@ -454,7 +468,7 @@ pub fn os_threads<L: Lock>(ctx: &Ctx, load: Load, placement: Placement) -> RunRe
         Placement::PinnedOnePerCpu => n,
     };
     let out = measure(ctx, |round| {
-        let m = Arc::new(L::new());
+        let m = Arc::new(Lone(L::new()));
         let mut handles = Vec::with_capacity(workers);
         for k in 0..workers {
             let (m, round) = (m.clone(), round.clone());
@@ -517,7 +531,7 @@ pub fn os_threads<L: Lock>(ctx: &Ctx, load: Load, placement: Placement) -> RunRe
             return Err(e);
         }
         let m = Arc::try_unwrap(m).map_err(|_| "mutex still shared")?;
-        Ok((tallies, m.into_value()))
+        Ok((tallies, m.0.into_value()))
     })?;
     let who = match placement {
         Placement::Unpinned => {
@@ -569,8 +583,11 @@ pub fn tokio(ctx: &Ctx, load: Load, lock: TokioLock) -> RunResult {
     })?;
     let desc = match lock {
         TokioLock::Tokio => "one tokio::sync::Mutex<u64>".to_string(),
-        TokioLock::Std => "one std::sync::Mutex<u64>, guard never held across .await, \
-                           tokio::task::coop::consume_budget().await after each release"
+        TokioLock::Std => "one std::sync::Mutex<u64> (tokio's advice when no guard has to \
+                           live across an .await), guard dropped before every .await, \
+                           tokio::task::coop::consume_budget().await after each release \
+                           (yields once the task's budget is spent, as maybe_yield does at \
+                           a tick)"
             .to_string(),
     };
     let note = out.note(
@@ -597,7 +614,7 @@ async fn tokio_mutex_rep(
     workers: usize,
     load: Load,
 ) -> Result<(Vec<Tally>, u64), String> {
-    let m = Arc::new(tokio::sync::Mutex::new(0u64));
+    let m = Arc::new(Lone(tokio::sync::Mutex::new(0u64)));
     let handles: Vec<_> = (0..workers)
         .map(|_| {
             let (m, round) = (m.clone(), round.clone());
@@ -626,7 +643,7 @@ async fn tokio_mutex_rep(
         tallies.push(h.await.map_err(|e| format!("worker task: {e}"))?);
     }
     let m = Arc::try_unwrap(m).map_err(|_| "mutex still shared")?;
-    Ok((tallies, m.into_inner()))
+    Ok((tallies, m.0.into_inner()))
 }
 
 /// One repetition of the tokio rows with a `std::sync::Mutex`.
@@ -635,7 +652,7 @@ async fn tokio_std_rep(
     workers: usize,
     load: Load,
 ) -> Result<(Vec<Tally>, u64), String> {
-    let m = Arc::new(std::sync::Mutex::new(0u64));
+    let m = Arc::new(Lone(std::sync::Mutex::new(0u64)));
     let handles: Vec<_> = (0..workers)
         .map(|_| {
             let (m, round) = (m.clone(), round.clone());
@@ -667,7 +684,7 @@ async fn tokio_std_rep(
         tallies.push(h.await.map_err(|e| format!("worker task: {e}"))?);
     }
     let m = Arc::try_unwrap(m).map_err(|_| "mutex still shared")?;
-    Ok((tallies, m.into_inner().expect("mutex poisoned")))
+    Ok((tallies, m.0.into_inner().expect("mutex poisoned")))
 }
 
 #[cfg(test)]
