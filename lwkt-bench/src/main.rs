@@ -22,6 +22,11 @@
 //!
 //! JSON output: `{"results":[{"bench":..,"impl":..,"value":..,"unit":..}, ..]}`;
 //! a result may carry a `"note"` string (configuration used, limits met).
+//! A figure taken over repetitions also carries `"min"`, `"median"` and
+//! `"max"` (same unit as `value`, which is the median); a row that measured
+//! CPU time carries `"cpu_ns"`: process CPU ns (all threads, user + system)
+//! per operation (per round trip for `cross_cpu_pingpong`, per increment
+//! for the `ops/s` benches). Fields a row did not measure are absent.
 //! Each (benchmark, implementation) gives one row named after them, except
 //! `scaling`, whose one run gives several rows, each with its own `bench`,
 //! `impl` and `unit` (listed below).
@@ -34,24 +39,33 @@
 //! # Benchmarks
 //!
 //! * `yield_pingpong` (ns/op, lower is better): two threads on one CPU yield
-//!   to each other; wall time / total yield calls. `lwkt` (1 cpu),
-//!   `corosensei` (a raw `Coroutine` resume + suspend round trip: the floor
-//!   for any stack-switching runtime), `may` (1 worker), `tokio`
-//!   (current_thread runtime, two tasks calling `yield_now`), `std_thread`
-//!   (two OS threads pinned to CPU 0 calling `sched_yield`).
+//!   to each other; wall time / total yield calls, i.e. ns per hand-off.
+//!   `lwkt` (1 cpu; an lwkt yield is one thread switch made of two stack
+//!   switches, thread -> CPU loop -> thread, as its note says),
+//!   `corosensei` (a raw `Coroutine` resume + suspend round trip, halved:
+//!   ns per stack switch, the floor for any stack-switching runtime),
+//!   `may` (1 worker), `tokio` (current_thread runtime, two tasks calling
+//!   `yield_now`), `std_thread` (two OS threads pinned to one CPU calling
+//!   `sched_yield`).
 //! * `spawn_join` (ns/op, lower is better): from inside the runtime, spawn a
 //!   thread that does nothing and join it. `lwkt`, `may`, `tokio`
 //!   (current_thread, spawn + await the `JoinHandle`), `std_thread`.
 //! * `cross_cpu_pingpong` (ns/op per round trip, lower is better): a thread
-//!   on CPU 0 wakes one on CPU 1, which wakes it back. `lwkt` (2 cpus,
-//!   shared `AtomicU64` sequence, `lwkt::wakeup` / `sleep_interlock` +
-//!   `sleep`), `may` (2 workers, `may::sync::mpsc`), `tokio` (multi_thread,
-//!   2 workers, two `Notify`s), `tokio_2rt` (two current_thread runtimes on
-//!   OS threads pinned to CPUs 0 and 1: tokio really crossing CPUs),
-//!   `std_thread` (threads pinned to CPUs 0 and 1, `park`/`unpark`),
-//!   `spin_floor` (the same pinned threads spinning on the sequence, never
-//!   sleeping: the machine's floor). may and tokio choose where a woken task
-//!   runs; their notes say how often both sides were seen on one OS thread.
+//!   on CPU 0 wakes one on CPU 1, which wakes it back. Every row also gives
+//!   `cpu_ns`, the process CPU time per round trip (`getrusage` around the
+//!   timed region, both sides). `lwkt` (2 cpus, shared `AtomicU64`
+//!   sequence, `lwkt::wakeup` / `sleep_interlock` + `sleep`; an idle CPU
+//!   polls for `lwkt::DEFAULT_IDLE_SPIN`, 50 µs, before parking), `may` (2
+//!   workers, `may::sync::mpsc`), `tokio` (multi_thread, 2 workers, two
+//!   `Notify`s), `tokio_2rt` (two current_thread runtimes on OS threads
+//!   pinned to CPUs 0 and 1: tokio really crossing CPUs), `std_thread`
+//!   (threads pinned to CPUs 0 and 1, `park`/`unpark`),
+//!   `std_thread_spin` (the same pinned threads with lwkt's idle policy:
+//!   poll up to 50 µs, then park), `spin_floor` (the same pinned threads
+//!   spinning on the sequence, never sleeping: the machine's floor). may
+//!   and tokio choose where a woken task runs and here run both sides on
+//!   one worker, so their rows are same-thread hand-offs; lwkt ranks
+//!   against `tokio_2rt`, `std_thread` and `std_thread_spin`.
 //! * `sleeping_thread_rss` (KiB/thread, lower is better): RSS growth from
 //!   `/proc/self/statm` per sleeping thread, 20,000 threads (2,000 OS
 //!   threads for `std_thread`), all asleep on one channel. `lwkt` (default
@@ -72,19 +86,29 @@
 //! * `token_contended` (ops/s, higher is better): on every CPU
 //!   (`available_parallelism`), 8 workers increment one counter under one
 //!   lock for a fixed wall time (300 ms per repetition, 40 ms with
-//!   `--quick`); total increments per second. `lwkt` (one thread per CPU
-//!   × 8, one `Token<u64>`, `maybe_yield` after each release), `parking_lot`
-//!   and `std_mutex` (8 unpinned OS threads per CPU), `tokio_mutex`
-//!   (multi_thread runtime, one worker per CPU, 8 tasks per CPU,
-//!   `tokio::sync::Mutex`). lwkt's note gives its token counters per
-//!   increment (blocks, scheduler failures, wasted acquisitions, skips).
+//!   `--quick`); total increments per second, with `cpu_ns` per increment.
+//!   `lwkt` (one thread per CPU × 8, one `Token<u64>`, `maybe_yield` after
+//!   each release; only the running thread of each CPU contends, so in
+//!   effect one contender per CPU), `parking_lot` and `std_mutex` (8
+//!   unpinned OS threads per CPU), `parking_lot_pinned` and
+//!   `std_mutex_pinned` (one OS thread pinned to each CPU: the mutexes'
+//!   strongest setup), `tokio_mutex` (multi_thread runtime, one worker per
+//!   CPU, 8 tasks per CPU, `tokio::sync::Mutex`), `tokio_std_mutex` (the
+//!   same tasks with `std::sync::Mutex`, tokio's advice for sections
+//!   without `.await`, and `consume_budget().await` after each release).
+//!   lwkt's note gives its token counters per increment (blocks, scheduler
+//!   failures, wasted acquisitions, skips).
 //! * `token_block_while_held` (ops/s, higher is better): as
 //!   `token_contended`, but one critical section in 16 sleeps 50 µs holding
 //!   the lock: lwkt `td.sleep_for` with the guard alive (the token is
 //!   released while asleep and re-acquired before it returns), the mutex
 //!   peers `std::thread::sleep`, tokio `tokio::time::sleep(..).await`
-//!   holding the guard. Notes give the sleeps made and their average real
-//!   length.
+//!   holding the guard. The `_drop_guard` rows (`parking_lot_drop_guard`,
+//!   `std_mutex_drop_guard`, `tokio_drop_guard` with `std::sync::Mutex` and
+//!   `tokio::time::sleep`) give the peers lwkt's semantics: drop the guard,
+//!   sleep, lock again and re-check the value read. Notes give the sleeps
+//!   made, their average real length, and how often the re-check found the
+//!   counter moved.
 //!
 //! * `preempt_latency` (ns/op, lower is better): a thread on a 1-CPU
 //!   runtime calls `schedule()` on a parked interrupt-class thread
@@ -159,7 +183,10 @@
 //! cannot take the suite down: a failed child is reported on stderr and its
 //! result left out. Timed benchmarks calibrate the iteration count to
 //! ~150 ms per repetition (20 ms with `--quick`), warm up, and report the
-//! median of 7 repetitions (3 with `--quick`). A child prints its result as
+//! median of 7 repetitions (3 with `--quick`), with the fastest and slowest
+//! repetition beside it (`min`, `max`). Single observations
+//! (`sleeping_thread_rss`, `max_threads`, `idle_cpu`, `runtime_rss_256`)
+//! report no spread. A child prints its result as
 //! one JSON line: one measurement, or an array of them for a multi-row
 //! benchmark.
 
@@ -549,6 +576,7 @@ mod tests {
             value: 12.5,
             unit: "ns/op".into(),
             note: None,
+            ..Measurement::default()
         };
         let report = serde_json::to_string(&Report {
             results: std::slice::from_ref(&m),
@@ -582,6 +610,7 @@ mod tests {
                 value: 170.0,
                 unit: "ms".into(),
                 note: None,
+                ..Measurement::default()
             },
             Measurement {
                 bench: "runtime_rss_256".into(),
@@ -589,6 +618,7 @@ mod tests {
                 value: 300.0,
                 unit: "MiB".into(),
                 note: Some("x".into()),
+                ..Measurement::default()
             },
         ])
         .into_rows("scaling", "lwkt", "ns/op");
@@ -654,6 +684,7 @@ mod tests {
             value,
             unit: "ns/op".into(),
             note: None,
+            ..Measurement::default()
         };
         assert!(comparison_lines(&[m("preempt_latency", 30.0)]).is_empty());
         let lines = comparison_lines(&[m("yield_pingpong", 20.0), m("preempt_latency", 30.0)]);

@@ -6,6 +6,48 @@ fn bench() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lwkt-bench"))
 }
 
+/// Runs `lwkt-bench` with `args`, checks it succeeded, and returns its
+/// `results` array.
+fn run_json(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = bench().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    v["results"].as_array().unwrap().clone()
+}
+
+/// A row that is the median of repetitions: `min <= value <= max`, and
+/// `median == value`.
+fn assert_spread(r: &serde_json::Value) {
+    let f = |k: &str| {
+        r[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} missing or not a number in {r}"))
+    };
+    let (min, value, median, max) = (f("min"), f("value"), f("median"), f("max"));
+    assert!(min > 0.0 && min <= value && value <= max, "{r}");
+    assert_eq!(median, value, "{r}");
+}
+
+/// The row's `cpu_ns`, which must be present and positive.
+fn cpu_ns(r: &serde_json::Value) -> f64 {
+    let c = r["cpu_ns"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no cpu_ns in {r}"));
+    assert!(c > 0.0 && c.is_finite(), "{r}");
+    c
+}
+
+fn impls_of<'a>(results: &'a [serde_json::Value], bench: &str) -> Vec<&'a str> {
+    results
+        .iter()
+        .filter(|r| r["bench"] == bench)
+        .map(|r| r["impl"].as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn list_prints_the_names() {
     let out = bench().arg("--list").output().unwrap();
@@ -64,46 +106,148 @@ fn json_mode_prints_only_json() {
         assert_eq!(r["bench"], "spawn_join");
         assert_eq!(r["unit"], "ns/op");
         assert!(r["value"].as_f64().unwrap() > 0.0);
+        assert_spread(r);
     }
 }
 
 #[test]
 fn token_benches_report_throughput() {
-    let out = bench()
-        .args([
-            "--json",
-            "--quick",
-            "--impls",
-            "lwkt,parking_lot",
-            "token_contended",
-            "token_block_while_held",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
-    let results = v["results"].as_array().unwrap();
-    let rows: Vec<_> = results
-        .iter()
-        .map(|r| (r["bench"].as_str().unwrap(), r["impl"].as_str().unwrap()))
-        .collect();
+    let results = run_json(&[
+        "--json",
+        "--quick",
+        "--impls",
+        "lwkt,parking_lot,std_mutex,tokio_mutex,parking_lot_pinned,std_mutex_pinned,\
+         tokio_std_mutex,parking_lot_drop_guard,std_mutex_drop_guard,tokio_drop_guard",
+        "token_contended",
+        "token_block_while_held",
+    ]);
     assert_eq!(
-        rows,
+        impls_of(&results, "token_contended"),
         [
-            ("token_contended", "lwkt"),
-            ("token_contended", "parking_lot"),
-            ("token_block_while_held", "lwkt"),
-            ("token_block_while_held", "parking_lot"),
+            "lwkt",
+            "parking_lot",
+            "std_mutex",
+            "tokio_mutex",
+            "parking_lot_pinned",
+            "std_mutex_pinned",
+            "tokio_std_mutex"
         ]
     );
-    for r in results {
+    assert_eq!(
+        impls_of(&results, "token_block_while_held"),
+        [
+            "lwkt",
+            "parking_lot",
+            "std_mutex",
+            "tokio_mutex",
+            "parking_lot_drop_guard",
+            "std_mutex_drop_guard",
+            "tokio_drop_guard"
+        ]
+    );
+    assert_eq!(results.len(), 14);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for r in &results {
         assert_eq!(r["unit"], "ops/s");
-        assert!(r["value"].as_f64().unwrap() > 0.0);
-        assert!(r["note"].as_str().is_some());
+        assert_spread(r);
+        cpu_ns(r);
+        let (bench, imp) = (r["bench"].as_str().unwrap(), r["impl"].as_str().unwrap());
+        let note = r["note"].as_str().unwrap();
+        assert!(
+            note.contains("cpu_ns is process CPU ns per increment"),
+            "{note}"
+        );
+        if imp.ends_with("_pinned") {
+            assert!(
+                note.starts_with(&format!("{cpus} OS threads, one pinned to each")),
+                "{note}"
+            );
+        }
+        if bench == "token_block_while_held" {
+            if imp.ends_with("_drop_guard") {
+                assert!(note.contains("with the guard dropped"), "{note}");
+            } else if imp != "lwkt" {
+                // A peer that sleeps holding its mutex: nobody can move
+                // the counter meanwhile.
+                assert!(note.contains("while holding"), "{note}");
+                assert!(note.contains("moved by others in 0% of sleeps"), "{note}");
+            }
+        }
+    }
+}
+
+#[test]
+fn timing_rows_report_their_spread() {
+    let results = run_json(&[
+        "--json",
+        "--quick",
+        "yield_pingpong",
+        "token_uncontended",
+        "spawn_join",
+    ]);
+    assert_eq!(
+        impls_of(&results, "yield_pingpong"),
+        ["lwkt", "corosensei", "may", "tokio", "std_thread"]
+    );
+    for r in &results {
+        assert_eq!(r["unit"], "ns/op");
+        assert_spread(r);
+    }
+    let note = |imp: &str| {
+        results
+            .iter()
+            .find(|r| r["bench"] == "yield_pingpong" && r["impl"] == imp)
+            .and_then(|r| r["note"].as_str())
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        note("corosensei").starts_with("ns per stack switch"),
+        "{}",
+        note("corosensei")
+    );
+    assert!(
+        note("lwkt").contains("1.00 thread switches per yield"),
+        "{}",
+        note("lwkt")
+    );
+    assert!(
+        note("lwkt").contains("2 stack switches"),
+        "{}",
+        note("lwkt")
+    );
+}
+
+#[test]
+fn cross_cpu_rows_report_cpu_time() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("cross_cpu_rows_report_cpu_time: skipped, needs 2 CPUs");
+        return;
+    }
+    let results = run_json(&["--json", "--quick", "cross_cpu_pingpong"]);
+    assert_eq!(
+        impls_of(&results, "cross_cpu_pingpong"),
+        [
+            "lwkt",
+            "may",
+            "tokio",
+            "tokio_2rt",
+            "std_thread",
+            "std_thread_spin",
+            "spin_floor"
+        ]
+    );
+    for r in &results {
+        assert_eq!(r["unit"], "ns/op");
+        assert_spread(r);
+        cpu_ns(r);
+        let note = r["note"].as_str().unwrap();
+        match r["impl"].as_str().unwrap() {
+            "may" | "tokio" => assert!(note.contains("rank lwkt against tokio_2rt"), "{note}"),
+            "std_thread_spin" => assert!(note.contains("polls for up to 50 µs"), "{note}"),
+            "lwkt" => assert!(note.contains("for up to 50 µs"), "{note}"),
+            _ => {}
+        }
     }
 }
 
@@ -191,6 +335,12 @@ fn scaling_reports_every_cpu_count_and_the_big_runtime() {
         let value = r["value"].as_f64().unwrap_or(f64::NAN);
         assert!(value.is_finite() && value > 0.0, "{r}");
         assert!(r["note"].as_str().is_some(), "{r}");
+        // Repeated figures report their spread; the one RSS reading not.
+        if bench == "runtime_rss_256" {
+            assert!(r.get("min").is_none() && r.get("max").is_none(), "{r}");
+        } else {
+            assert_spread(r);
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Bench, Better, Impl};
-use crate::harness::{ncpus, ns_per_op, Ctx, RunResult, Sample};
+use crate::harness::{ncpus, ns_per_op_spread, Ctx, RunResult, Sample, Spread};
 
 pub static BENCH: Bench = Bench {
     name: "migrate_roundtrip",
@@ -24,8 +24,8 @@ pub static BENCH: Bench = Bench {
 /// Migrates the current thread to `cpu` and checks it arrived there.
 fn hop(td: &mut lwkt::CurThread, cpu: usize) -> Result<(), String> {
     // SAFETY: every value live on this thread's stack across the call is
-    // `Send`: the calibration state of `ns_per_op` (integers, `Instant`,
-    // `Vec<f64>`), the counters and `Option<String>` captured by the
+    // `Send`: the calibration state of `ns_per_op_spread` (integers,
+    // `Instant`, `Vec<Duration>`), the counters and `Option<String>` captured by the
     // closure, the copied `Ctx`, and `td` itself. Nothing refers to
     // thread-local storage or holds an OS lock.
     unsafe { td.migrate(cpu) }.map_err(|e| format!("migrate to cpu {cpu}: {e}"))?;
@@ -42,13 +42,13 @@ fn lwkt(ctx: &Ctx) -> RunResult {
         .build()
         .map_err(|e| format!("lwkt runtime: {e}"))?;
     let before = rt.stats().total;
-    let (ns, trips) = rt.block_on(move |td| -> Result<(f64, u64), String> {
+    let (ns, trips) = rt.block_on(move |td| -> Result<(Spread, u64), String> {
         if td.cpu() != 0 {
             return Err(format!("block_on thread started on cpu {}", td.cpu()));
         }
         let mut trips = 0u64;
         let mut err = None;
-        let ns = ns_per_op(&ctx, |n| {
+        let ns = ns_per_op_spread(&ctx, |n| {
             let start = Instant::now();
             if err.is_none() {
                 for _ in 0..n {
@@ -68,7 +68,7 @@ fn lwkt(ctx: &Ctx) -> RunResult {
     })?;
     let after = rt.stats().total;
     let per_trip = |a: u64, b: u64| (a - b) as f64 / trips.max(1) as f64;
-    Ok(Sample::with_note(
+    Ok(Sample::with_spread(
         ns,
         format!(
             "2 cpus on {} cores; {trips} round trips, td.cpu() checked after each migration; \

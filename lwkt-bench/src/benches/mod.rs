@@ -32,7 +32,9 @@ pub enum Better {
 #[derive(Debug)]
 pub struct Impl {
     /// Stable name: `lwkt`, `lwkt_shared`, `corosensei`, `may`, `tokio`,
-    /// `std_thread`, `parking_lot`, `std_mutex`, `tokio_mutex`.
+    /// `tokio_2rt`, `std_thread`, `std_thread_spin`, `spin_floor`,
+    /// `parking_lot`, `std_mutex`, `tokio_mutex`, `tokio_std_mutex`, and
+    /// the `_pinned` / `_drop_guard` variants of the mutex rows.
     pub name: &'static str,
     /// Runs the measurement in the current process and returns its figure.
     pub run: fn(&Ctx) -> RunResult,
@@ -153,4 +155,70 @@ pub fn may_stack_note() -> String {
         "may default coroutine stack: {} KiB ({words:#x} words)",
         words * std::mem::size_of::<usize>() / 1024
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every row the suite has ever printed is still there, with the rows
+    /// added for honest comparisons (issue 10), and no bench lists an
+    /// implementation twice.
+    #[test]
+    fn rows_are_kept_and_added() {
+        let want: &[(&str, &[&str])] = &[
+            (
+                "yield_pingpong",
+                &["lwkt", "corosensei", "may", "tokio", "std_thread"],
+            ),
+            (
+                "cross_cpu_pingpong",
+                &[
+                    "lwkt",
+                    "may",
+                    "tokio",
+                    "tokio_2rt",
+                    "std_thread",
+                    "std_thread_spin",
+                    "spin_floor",
+                ],
+            ),
+            (
+                "token_contended",
+                &[
+                    "lwkt",
+                    "parking_lot",
+                    "std_mutex",
+                    "tokio_mutex",
+                    "parking_lot_pinned",
+                    "std_mutex_pinned",
+                    "tokio_std_mutex",
+                ],
+            ),
+            (
+                "token_block_while_held",
+                &[
+                    "lwkt",
+                    "parking_lot",
+                    "std_mutex",
+                    "tokio_mutex",
+                    "parking_lot_drop_guard",
+                    "std_mutex_drop_guard",
+                    "tokio_drop_guard",
+                ],
+            ),
+        ];
+        for (bench, impls) in want {
+            let b = find(bench).unwrap_or_else(|| panic!("no bench {bench}"));
+            for i in *impls {
+                assert!(b.find_impl(i).is_some(), "{bench} lacks {i}");
+            }
+        }
+        for b in ALL {
+            let mut seen = std::collections::HashSet::new();
+            for i in b.impls {
+                assert!(seen.insert(i.name), "{} lists {} twice", b.name, i.name);
+            }
+        }
+    }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Bench, Better, Impl};
-use crate::harness::{median, ns_per_op, Ctx, RunResult, Sample, TickClock};
+use crate::harness::{ns_per_op, Ctx, RunResult, Sample, Spread, TickClock};
 
 pub static BENCH: Bench = Bench {
     name: "preempt_latency",
@@ -83,7 +83,7 @@ fn interrupt_thread(td: &mut lwkt::CurThread, s: &Shared, clock: &TickClock) {
 }
 
 struct Outcome {
-    latency_ns: f64,
+    latency_ns: Spread,
     min_ns: f64,
     round_trip_ns: f64,
     schedules: u64,
@@ -172,7 +172,7 @@ fn lwkt(ctx: &Ctx) -> RunResult {
             ));
         }
         Ok(Outcome {
-            latency_ns: median(&mut per_rep),
+            latency_ns: Spread::of(&mut per_rep),
             min_ns: clock.ns(s.min.load(Relaxed)),
             round_trip_ns,
             schedules,
@@ -195,7 +195,7 @@ fn lwkt(ctx: &Ctx) -> RunResult {
             o.preempt_hits, o.schedules, o.runs, o.preempt_misses, o.preempt_weird
         )
     };
-    Ok(Sample::with_note(
+    Ok(Sample::with_spread(
         o.latency_ns,
         format!(
             "1 cpu, interrupt thread at INT_MED; median of per-repetition means over {} \

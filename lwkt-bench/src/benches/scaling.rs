@@ -44,7 +44,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{lwkt_sleep_until, Bench, Better, Impl};
-use crate::harness::{median, ncpus, ns_per_op, rss_kib, Ctx, Measurement, RunResult, Sample};
+use crate::harness::{
+    median, ncpus, ns_per_op_spread, rss_kib, Ctx, Measurement, RunResult, Sample, Spread,
+};
 
 pub static BENCH: Bench = Bench {
     name: "scaling",
@@ -160,6 +162,7 @@ fn big_rss(cores: usize) -> Result<(Measurement, f64), String> {
                 mib(after),
                 mib(before),
             )),
+            ..Measurement::default()
         },
         cold,
     ))
@@ -181,11 +184,10 @@ fn big_build(ctx: &Ctx, cores: usize, cold_ms: f64) -> Result<Measurement, Strin
         drops.push(ms(t.elapsed()));
         trim_heap();
     }
-    let (n, build, drop_ms) = (builds.len(), median(&mut builds), median(&mut drops));
+    let (n, build, drop_ms) = (builds.len(), Spread::of(&mut builds), median(&mut drops));
     Ok(Measurement {
         bench: "runtime_build_256".into(),
         imp: "lwkt".into(),
-        value: build,
         unit: "ms".into(),
         note: Some(format!(
             "{}; median of {n} builds, each dropped before the next; median drop \
@@ -193,7 +195,9 @@ fn big_build(ctx: &Ctx, cores: usize, cold_ms: f64) -> Result<Measurement, Strin
              took {cold_ms:.1} ms",
             shape_note(BIG_CPUS, cores),
         )),
-    })
+        ..Measurement::default()
+    }
+    .with_spread(build))
 }
 
 /// Hands the memory `free` kept back to the OS (glibc's `malloc_trim`), so
@@ -281,7 +285,7 @@ fn wakeup_point(
     let before = rt.stats().total;
     let (ns, hops) = rt.block_on(move |td| {
         let mut total = 0u64;
-        let ns = ns_per_op(&ctx, |n| {
+        let ns = ns_per_op_spread(&ctx, |n| {
             let (d, made) = ring(td, cpus, n);
             total += made;
             // Per hop made, scaled to the `n` hops asked for.
@@ -299,7 +303,6 @@ fn wakeup_point(
     Ok(Measurement {
         bench: "scaling_wakeup".into(),
         imp: row_impl(cpus),
-        value: ns,
         unit: "ns/op".into(),
         note: Some(format!(
             "{}; {ring_desc}, ns per hop (wakeup of the next thread); per hop: \
@@ -311,7 +314,9 @@ fn wakeup_point(
             per(after.parks, before.parks),
             per(after.switches, before.switches),
         )),
-    })
+        ..Measurement::default()
+    }
+    .with_spread(ns))
 }
 
 /// What one token worker did in one repetition.
@@ -431,7 +436,7 @@ fn token_point(
             }
             last = workers;
         }
-        Ok((median(&mut per_op), total, last))
+        Ok((Spread::of(&mut per_op), total, last))
     })?;
     let after = rt.stats().total;
     let per = |a: u64, b: u64| (a - b) as f64 / total.max(1) as f64;
@@ -443,7 +448,6 @@ fn token_point(
     Ok(Measurement {
         bench: "scaling_token".into(),
         imp: row_impl(cpus),
-        value: ns,
         unit: "ns/op".into(),
         note: Some(format!(
             "{}; {who} increment one Token<u64>, maybe_yield after each release; \
@@ -451,7 +455,7 @@ fn token_point(
              per-worker increments in the last rep: min {}, max {}; per increment: {:.4} token_blocks, {:.4} token_failures, {:.4} token_wasted, \
              {:.4} switches",
             shape_note(cpus, cores),
-            1e9 / ns,
+            1e9 / ns.median,
             ctx.reps(),
             window.as_millis(),
             last.iter().min().copied().unwrap_or(0),
@@ -461,7 +465,9 @@ fn token_point(
             per(after.token_wasted, before.token_wasted),
             per(after.switches, before.switches),
         )),
-    })
+        ..Measurement::default()
+    }
+    .with_spread(ns))
 }
 
 #[cfg(test)]

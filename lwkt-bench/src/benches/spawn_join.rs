@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{may_go, may_stack_note, Bench, Better, Impl};
-use crate::harness::{ns_per_op, Ctx, RunResult, Sample};
+use crate::harness::{ns_per_op_spread, Ctx, RunResult, Sample};
 
 pub static BENCH: Bench = Bench {
     name: "spawn_join",
@@ -39,7 +39,7 @@ fn lwkt(ctx: &Ctx) -> RunResult {
         .build()
         .map_err(|e| format!("lwkt runtime: {e}"))?;
     let ns = rt.block_on(move |td| {
-        ns_per_op(&ctx, |n| {
+        ns_per_op_spread(&ctx, |n| {
             let start = Instant::now();
             for _ in 0..n {
                 let h = td.spawn(|_td| std::hint::black_box(()));
@@ -50,7 +50,7 @@ fn lwkt(ctx: &Ctx) -> RunResult {
             start.elapsed()
         })
     });
-    Ok(Sample::with_note(
+    Ok(Sample::with_spread(
         ns,
         format!(
             "1 cpu, default {} KiB stack",
@@ -61,7 +61,7 @@ fn lwkt(ctx: &Ctx) -> RunResult {
 
 fn may(ctx: &Ctx) -> RunResult {
     may::config().set_workers(1);
-    let ns = ns_per_op(ctx, |n| {
+    let ns = ns_per_op_spread(ctx, |n| {
         may_go(move || {
             let start = Instant::now();
             for _ in 0..n {
@@ -75,7 +75,7 @@ fn may(ctx: &Ctx) -> RunResult {
         .join()
         .expect("may coroutine panicked")
     });
-    Ok(Sample::with_note(
+    Ok(Sample::with_spread(
         ns,
         format!("1 worker; {}", may_stack_note()),
     ))
@@ -85,7 +85,7 @@ fn tokio(ctx: &Ctx) -> RunResult {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
-    let ns = ns_per_op(ctx, |n| {
+    let ns = ns_per_op_spread(ctx, |n| {
         rt.block_on(async move {
             let start = Instant::now();
             for _ in 0..n {
@@ -96,11 +96,11 @@ fn tokio(ctx: &Ctx) -> RunResult {
             start.elapsed()
         })
     });
-    Ok(Sample::with_note(ns, "current_thread runtime"))
+    Ok(Sample::with_spread(ns, "current_thread runtime"))
 }
 
 fn std_thread(ctx: &Ctx) -> RunResult {
-    let ns = ns_per_op(ctx, |n| {
+    let ns = ns_per_op_spread(ctx, |n| {
         let start = Instant::now();
         for _ in 0..n {
             std::thread::spawn(|| std::hint::black_box(()))
@@ -109,5 +109,5 @@ fn std_thread(ctx: &Ctx) -> RunResult {
         }
         start.elapsed()
     });
-    Ok(Sample::with_note(ns, "std::thread::spawn + join"))
+    Ok(Sample::with_spread(ns, "std::thread::spawn + join"))
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Bench, Better, Impl};
-use crate::harness::{ns_per_op, Ctx, RunResult, Sample};
+use crate::harness::{ns_per_op_spread, Ctx, RunResult, Sample};
 
 pub static BENCH: Bench = Bench {
     name: "token_uncontended",
@@ -59,7 +59,7 @@ fn lwkt(ctx: &Ctx) -> RunResult {
     let tok = Arc::new(lwkt::Token::new("bench", 0u64));
     let (ns, stats) = on_lwkt(move |td| {
         let tok = &*tok;
-        ns_per_op(&ctx, |n| {
+        ns_per_op_spread(&ctx, |n| {
             let start = Instant::now();
             for _ in 0..n {
                 let g = td.get_token(tok);
@@ -69,7 +69,7 @@ fn lwkt(ctx: &Ctx) -> RunResult {
             start.elapsed()
         })
     })?;
-    Ok(Sample::with_note(
+    Ok(Sample::with_spread(
         ns,
         format!("1 cpu; get_token + `*guard.get(td) += 1` + drop; {stats}"),
     ))
@@ -80,7 +80,7 @@ fn lwkt_shared(ctx: &Ctx) -> RunResult {
     let tok = Arc::new(lwkt::Token::new("bench", 0u64));
     let (ns, stats) = on_lwkt(move |td| {
         let tok = &*tok;
-        ns_per_op(&ctx, |n| {
+        ns_per_op_spread(&ctx, |n| {
             let start = Instant::now();
             for _ in 0..n {
                 let g = td.get_token_shared(tok);
@@ -90,7 +90,7 @@ fn lwkt_shared(ctx: &Ctx) -> RunResult {
             start.elapsed()
         })
     })?;
-    Ok(Sample::with_note(
+    Ok(Sample::with_spread(
         ns,
         format!("1 cpu; get_token_shared + read through guard.get(td) + drop; {stats}"),
     ))
@@ -99,14 +99,14 @@ fn lwkt_shared(ctx: &Ctx) -> RunResult {
 fn parking_lot(ctx: &Ctx) -> RunResult {
     let m = parking_lot::Mutex::new(0u64);
     let m = std::hint::black_box(&m);
-    let ns = ns_per_op(ctx, |n| {
+    let ns = ns_per_op_spread(ctx, |n| {
         let start = Instant::now();
         for _ in 0..n {
             *m.lock() += 1;
         }
         start.elapsed()
     });
-    Ok(Sample::with_note(
+    Ok(Sample::with_spread(
         ns,
         "parking_lot::Mutex<u64>: lock + increment + unlock, one OS thread",
     ))
@@ -115,14 +115,14 @@ fn parking_lot(ctx: &Ctx) -> RunResult {
 fn std_mutex(ctx: &Ctx) -> RunResult {
     let m = std::sync::Mutex::new(0u64);
     let m = std::hint::black_box(&m);
-    let ns = ns_per_op(ctx, |n| {
+    let ns = ns_per_op_spread(ctx, |n| {
         let start = Instant::now();
         for _ in 0..n {
             *m.lock().expect("mutex poisoned") += 1;
         }
         start.elapsed()
     });
-    Ok(Sample::with_note(
+    Ok(Sample::with_spread(
         ns,
         "std::sync::Mutex<u64>: lock + increment + unlock, one OS thread",
     ))

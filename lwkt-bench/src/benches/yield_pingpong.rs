@@ -1,5 +1,13 @@
 //! `yield_pingpong`: two threads on one CPU yield to each other; the figure
-//! is wall time divided by the total number of yield calls.
+//! is wall time divided by the total number of yield calls, i.e. ns per
+//! hand-off of the CPU from one thread to the other.
+//!
+//! corosensei is the floor for any stack-switching runtime: its row times a
+//! bare `resume` + `suspend` round trip (two hand-offs, one stack switch
+//! each) and reports half of it, ns per stack switch, the unit of the other
+//! rows' per-yield figures. An lwkt yield is two stack switches (thread →
+//! CPU loop → next thread; see `lwkt/src/sched/switch.rs`), which its note
+//! states, so the gap between the two rows is what the loop costs.
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -7,7 +15,7 @@ use std::time::{Duration, Instant};
 use corosensei::{Coroutine, Yielder};
 
 use super::{may_go, Bench, Better, Impl};
-use crate::harness::{ns_per_op, pin_current_thread, Ctx, RunResult, Sample};
+use crate::harness::{allowed_cpus, ns_per_op_spread, pin_current_thread, Ctx, RunResult, Sample};
 
 pub static BENCH: Bench = Bench {
     name: "yield_pingpong",
@@ -48,7 +56,7 @@ fn lwkt(ctx: &Ctx) -> RunResult {
     let before = rt.stats().total;
     let (ns, yields) = rt.block_on(move |td| {
         let mut yields = 0u64;
-        let ns = ns_per_op(&ctx, |n| {
+        let ns = ns_per_op_spread(&ctx, |n| {
             let half = n / 2;
             yields += 2 * half;
             let start = Instant::now();
@@ -68,10 +76,12 @@ fn lwkt(ctx: &Ctx) -> RunResult {
         (ns, yields)
     });
     let switches = rt.stats().total.switches - before.switches;
-    Ok(Sample::with_note(
+    Ok(Sample::with_spread(
         ns,
         format!(
-            "1 cpu; {:.2} context switches per yield",
+            "1 cpu; {:.2} thread switches per yield; each is 2 stack switches (the yielding \
+             thread suspends to the CPU loop, which resumes the next thread), so compare with \
+             2x corosensei's per-stack-switch row",
             switches as f64 / yields.max(1) as f64
         ),
     ))
@@ -81,22 +91,28 @@ fn corosensei(ctx: &Ctx) -> RunResult {
     let mut co: Coroutine<(), (), ()> = Coroutine::new(|y: &Yielder<(), ()>, ()| loop {
         y.suspend(());
     });
-    let ns = ns_per_op(ctx, |n| {
+    // One op: one resume + suspend round trip, i.e. two stack switches.
+    let round_trip = ns_per_op_spread(ctx, |n| {
         let start = Instant::now();
         for _ in 0..n {
             std::hint::black_box(co.resume(()));
         }
         start.elapsed()
     });
-    Ok(Sample::with_note(
-        ns,
-        "one resume+suspend round trip (2 stack switches) per op; default 1 MiB stack",
+    Ok(Sample::with_spread(
+        round_trip.scaled(0.5),
+        format!(
+            "ns per stack switch: half of a Coroutine resume + suspend round trip \
+             (main -> coroutine -> main, {:.2} ns), the unit of the per-yield rows (one \
+             hand-off from one context to the other); default 1 MiB stack",
+            round_trip.median
+        ),
     ))
 }
 
 fn may(ctx: &Ctx) -> RunResult {
     may::config().set_workers(1);
-    let ns = ns_per_op(ctx, |n| {
+    let ns = ns_per_op_spread(ctx, |n| {
         let half = n / 2;
         may_go(move || {
             let start = Instant::now();
@@ -116,14 +132,14 @@ fn may(ctx: &Ctx) -> RunResult {
         .join()
         .expect("may coroutine panicked")
     });
-    Ok(Sample::with_note(ns, "1 worker"))
+    Ok(Sample::with_spread(ns, "1 worker"))
 }
 
 fn tokio(ctx: &Ctx) -> RunResult {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
-    let ns = ns_per_op(ctx, |n| {
+    let ns = ns_per_op_spread(ctx, |n| {
         let half = n / 2;
         rt.block_on(async move {
             let start = Instant::now();
@@ -139,19 +155,20 @@ fn tokio(ctx: &Ctx) -> RunResult {
             start.elapsed()
         })
     });
-    Ok(Sample::with_note(ns, "current_thread runtime, two tasks"))
+    Ok(Sample::with_spread(ns, "current_thread runtime, two tasks"))
 }
 
 fn std_thread(ctx: &Ctx) -> RunResult {
+    let cpu = allowed_cpus()[0];
     let mut err = None;
-    let ns = ns_per_op(ctx, |n| {
+    let ns = ns_per_op_spread(ctx, |n| {
         let half = n / 2;
         let barrier = Arc::new(Barrier::new(3));
         let threads: Vec<_> = (0..2)
             .map(|_| {
                 let barrier = barrier.clone();
                 std::thread::spawn(move || {
-                    let pinned = pin_current_thread(0);
+                    let pinned = pin_current_thread(cpu);
                     barrier.wait();
                     for _ in 0..half {
                         std::thread::yield_now();
@@ -171,9 +188,9 @@ fn std_thread(ctx: &Ctx) -> RunResult {
     });
     match err {
         Some(e) => Err(e),
-        None => Ok(Sample::with_note(
+        None => Ok(Sample::with_spread(
             ns,
-            "two OS threads pinned to CPU 0, sched_yield",
+            format!("two OS threads pinned to CPU {cpu}, sched_yield"),
         )),
     }
 }
