@@ -34,6 +34,9 @@ pub struct Row {
     pub max: Option<f64>,
     /// CPU time per operation, in ns (all threads of the run).
     pub cpu_ns: Option<f64>,
+    /// Whether the row takes part in the "best" verdict (false for the
+    /// benchmark's `unranked` implementations: shown for reference only).
+    pub ranked: bool,
 }
 
 impl Row {
@@ -43,12 +46,11 @@ impl Row {
             imp: m.imp.clone(),
             value: m.value,
             note: m.note.clone(),
-            // Measurements do not carry their spread or CPU time yet; when
-            // they do, these four lines read them (`m.min`, ...).
-            min: None,
-            median: None,
-            max: None,
-            cpu_ns: None,
+            min: m.min,
+            median: m.median,
+            max: m.max,
+            cpu_ns: m.cpu_ns,
+            ranked: true,
         }
     }
 
@@ -141,7 +143,9 @@ pub fn groups(bench: &Bench, outcomes: &[(&str, Outcome)]) -> Vec<Group> {
             Ok(ms) => {
                 for m in ms {
                     let i = index(&mut out, &mut sources, &m.bench, &m.unit);
-                    out[i].rows.push(Row::from_measurement(m));
+                    let mut row = Row::from_measurement(m);
+                    row.ranked = !bench.unranked.contains(imp);
+                    out[i].rows.push(row);
                     if !sources[i].contains(imp) {
                         sources[i].push(imp);
                     }
@@ -241,12 +245,17 @@ impl Group {
     }
 
     /// The best row of a comparison (lowest or highest figure, as the
-    /// benchmark says); `None` for a series or fewer than two figures.
+    /// benchmark says) among the ranked rows; `None` for a series or fewer
+    /// than two ranked figures.
     pub fn best(&self) -> Option<&Row> {
         if !self.compares_impls {
             return None;
         }
-        let valued: Vec<&Row> = self.rows.iter().filter(|r| r.has_value()).collect();
+        let valued: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.has_value() && r.ranked)
+            .collect();
         if valued.len() < 2 {
             return None;
         }
@@ -297,7 +306,7 @@ impl Group {
             let second = self
                 .rows
                 .iter()
-                .filter(|r| r.has_value() && r.imp != best.imp)
+                .filter(|r| r.has_value() && r.ranked && r.imp != best.imp)
                 .reduce(|a, b| match self.better {
                     Better::Lower if b.value < a.value => b,
                     Better::Higher if b.value > a.value => b,
@@ -381,6 +390,9 @@ impl Group {
             if best.as_deref() == Some(row.imp.as_str()) {
                 words.push("best".into());
             }
+            if !row.ranked {
+                words.push("reference, not ranked".into());
+            }
             line.push(words.join(", "));
             lines.push(line);
         }
@@ -449,6 +461,7 @@ pub(crate) mod tests {
             value,
             unit: unit.into(),
             note: None,
+            ..Measurement::default()
         }
     }
 
@@ -501,6 +514,49 @@ pub(crate) mod tests {
         );
         // No spread or CPU column when nothing carries them.
         assert!(!t.contains("min–max") && !t.contains("CPU ns/op"), "{t}");
+    }
+
+    /// A bench's `unranked` rows are shown and compared, but never named
+    /// best: cross_cpu_pingpong's same-worker hand-offs and machine floor.
+    #[test]
+    fn unranked_rows_are_never_best() {
+        let (b, outcomes) = one(
+            "cross_cpu_pingpong",
+            &[
+                ("lwkt", 300.0),
+                ("tokio", 150.0),
+                ("may", 190.0),
+                ("tokio_2rt", 30_000.0),
+                ("std_thread_spin", 50.0),
+                ("spin_floor", 60.0),
+            ],
+        );
+        let g = &groups(b, &outcomes)[0];
+        assert_eq!(g.best().unwrap().imp, "std_thread_spin");
+        let t = g.render();
+        let line = |imp: &str| {
+            t.lines()
+                .find(|l| l.trim_start().starts_with(&format!("{imp} ")))
+                .unwrap_or_else(|| panic!("no {imp} line in\n{t}"))
+                .to_string()
+        };
+        for imp in ["tokio", "may", "spin_floor"] {
+            assert!(line(imp).ends_with("reference, not ranked"), "{t}");
+        }
+        assert!(!line("std_thread_spin").contains("not ranked"), "{t}");
+        // Without the ranked cross-CPU rows, the best ranked one is lwkt,
+        // though the same-worker tokio row is faster.
+        let (b, outcomes) = one(
+            "cross_cpu_pingpong",
+            &[("lwkt", 300.0), ("tokio", 150.0), ("tokio_2rt", 30_000.0)],
+        );
+        let g = &groups(b, &outcomes)[0];
+        assert_eq!(g.best().unwrap().imp, "lwkt");
+        assert!(
+            g.verdict().unwrap().contains("next: tokio_2rt"),
+            "{:?}",
+            g.verdict()
+        );
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub static BENCH: Bench = Bench {
         },
     ],
     timeout: Duration::from_secs(60),
+    unranked: &["tokio", "may", "spin_floor"],
 };
 
 /// Sample which OS thread each side runs on every `SAMPLE_EVERY` rounds.

@@ -25,6 +25,7 @@ pub static BENCH: Bench = Bench {
         },
     ],
     timeout: Duration::from_secs(60),
+    unranked: &[],
 };
 
 const SLEEPERS: usize = 100;

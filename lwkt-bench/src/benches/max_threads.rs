@@ -24,6 +24,7 @@ pub static BENCH: Bench = Bench {
         run: lwkt,
     }],
     timeout: Duration::from_secs(300),
+    unranked: &[],
 };
 
 const CAP: usize = 1_000_000;

@@ -19,6 +19,7 @@ pub static BENCH: Bench = Bench {
         run: lwkt,
     }],
     timeout: Duration::from_secs(60),
+    unranked: &[],
 };
 
 /// Migrates the current thread to `cpu` and checks it arrived there.

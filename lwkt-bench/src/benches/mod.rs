@@ -54,6 +54,11 @@ pub struct Bench {
     /// How long one implementation's child process may run before it is
     /// killed and reported as failed.
     pub timeout: Duration,
+    /// Implementations shown for reference but left out of the "best"
+    /// verdict, because they do not do the benchmark's work (a machine
+    /// floor, or a same-worker hand-off in a cross-CPU benchmark). Their
+    /// notes say why; the table marks them.
+    pub unranked: &'static [&'static str],
 }
 
 impl Bench {

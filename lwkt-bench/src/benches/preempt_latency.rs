@@ -30,6 +30,7 @@ pub static BENCH: Bench = Bench {
         run: lwkt,
     }],
     timeout: Duration::from_secs(60),
+    unranked: &[],
 };
 
 /// State shared by the scheduling thread and the interrupt thread. Both

@@ -65,6 +65,7 @@ pub static BENCH: Bench = Bench {
     // hops wait for the OS scheduler, and for the 256-CPU builds, which
     // start and join hundreds of OS threads each.
     timeout: Duration::from_secs(240),
+    unranked: &[],
 };
 
 /// CPUs of the runtime whose build time and RSS are measured.

@@ -34,6 +34,7 @@ pub static BENCH: Bench = Bench {
         },
     ],
     timeout: Duration::from_secs(120),
+    unranked: &[],
 };
 
 /// Threads (or tasks / coroutines) put to sleep.

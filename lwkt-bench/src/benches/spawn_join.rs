@@ -30,6 +30,7 @@ pub static BENCH: Bench = Bench {
         },
     ],
     timeout: Duration::from_secs(60),
+    unranked: &[],
 };
 
 fn lwkt(ctx: &Ctx) -> RunResult {

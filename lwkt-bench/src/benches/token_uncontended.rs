@@ -34,6 +34,7 @@ pub static BENCH: Bench = Bench {
         },
     ],
     timeout: Duration::from_secs(60),
+    unranked: &[],
 };
 
 /// Runs `f` on a 1-CPU lwkt runtime and returns its result with the token
