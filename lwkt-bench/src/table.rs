@@ -259,7 +259,12 @@ impl Group {
         if valued.len() < 2 {
             return None;
         }
-        valued.into_iter().reduce(|a, b| match self.better {
+        self.best_of(valued)
+    }
+
+    /// The best of `rows` by the benchmark's direction (the first of equals).
+    fn best_of<'a>(&self, rows: impl IntoIterator<Item = &'a Row>) -> Option<&'a Row> {
+        rows.into_iter().reduce(|a, b| match self.better {
             Better::Lower if b.value < a.value => b,
             Better::Higher if b.value > a.value => b,
             _ => a,
@@ -303,15 +308,11 @@ impl Group {
         };
         if best.imp == reference.imp {
             // lwkt leads: by how much over the runner-up.
-            let second = self
-                .rows
-                .iter()
-                .filter(|r| r.has_value() && r.ranked && r.imp != best.imp)
-                .reduce(|a, b| match self.better {
-                    Better::Lower if b.value < a.value => b,
-                    Better::Higher if b.value > a.value => b,
-                    _ => a,
-                })?;
+            let second = self.best_of(
+                self.rows
+                    .iter()
+                    .filter(|r| r.has_value() && r.ranked && r.imp != best.imp),
+            )?;
             let by = self.relative(second, best)?;
             Some(format!("{head}; next: {}, {by}", second.imp))
         } else {

@@ -104,17 +104,7 @@ fn unknown_bench_fails_clearly() {
 #[test]
 fn json_mode_prints_only_json() {
     let _machine = serial();
-    let out = bench()
-        .args(["--json", "--quick", "--impls", "lwkt,tokio", "spawn_join"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
-    let results = v["results"].as_array().unwrap();
+    let results = &run_json(&["--json", "--quick", "--impls", "lwkt,tokio", "spawn_join"]);
     let impls: Vec<_> = results
         .iter()
         .map(|r| r["impl"].as_str().unwrap())
@@ -275,17 +265,7 @@ fn cross_cpu_rows_report_cpu_time() {
 #[test]
 fn preempt_and_migrate_benches_report() {
     let _machine = serial();
-    let out = bench()
-        .args(["--json", "--quick", "preempt_latency", "migrate_roundtrip"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
-    let results = v["results"].as_array().unwrap();
+    let results = &run_json(&["--json", "--quick", "preempt_latency", "migrate_roundtrip"]);
     let rows: Vec<_> = results
         .iter()
         .map(|r| (r["bench"].as_str().unwrap(), r["impl"].as_str().unwrap()))
@@ -306,17 +286,7 @@ fn preempt_and_migrate_benches_report() {
 #[test]
 fn scaling_reports_every_cpu_count_and_the_big_runtime() {
     let _machine = serial();
-    let out = bench()
-        .args(["--json", "--quick", "scaling"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
-    let results = v["results"].as_array().unwrap();
+    let results = &run_json(&["--json", "--quick", "scaling"]);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let row = |bench: &str, imp: &str| {
         results
@@ -377,17 +347,7 @@ fn kv_service_reports_throughput_and_p99_for_every_impl() {
     assert!(String::from_utf8_lossy(&list.stdout)
         .lines()
         .any(|l| l == "kv_service"));
-    let out = bench()
-        .args(["--json", "--quick", "kv_service"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
-    let results = v["results"].as_array().unwrap();
+    let results = &run_json(&["--json", "--quick", "kv_service"]);
     let impls = ["lwkt", "tokio", "may", "std_thread"];
     assert_eq!(results.len(), 2 * impls.len(), "{results:?}");
     for (bench, unit) in [("kv_service", "req/s"), ("kv_service_p99", "us")] {

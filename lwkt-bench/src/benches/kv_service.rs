@@ -794,6 +794,20 @@ fn mutex_store() -> MutexStore {
     )
 }
 
+/// Ends a point of a mutex-store impl (tokio, may, std_thread): closes
+/// its window, checks the store against the clients' counts, and makes
+/// the point.
+fn mutex_point(
+    clients: usize,
+    schedule: Schedule,
+    store: MutexStore,
+    tallies: &[Tally],
+) -> Result<Point, String> {
+    let window = schedule.finish()?;
+    check_mutex_store(store, tallies)?;
+    Point::from_tallies(clients, tallies, window, String::new())
+}
+
 /// Checks a mutex store after a point.
 fn check_mutex_store(store: MutexStore, tallies: &[Tally]) -> Result<(), String> {
     let store = Arc::try_unwrap(store).map_err(|_| "store still shared")?;
@@ -879,14 +893,7 @@ fn tokio(ctx: &Ctx) -> RunResult {
             }
             Ok::<_, String>(tallies)
         })?;
-        let window = schedule.finish()?;
-        check_mutex_store(store, &tallies)?;
-        points.push(Point::from_tallies(
-            clients,
-            &tallies,
-            window,
-            String::new(),
-        )?);
+        points.push(mutex_point(clients, schedule, store, &tallies)?);
     }
     rows(
         "tokio",
@@ -922,14 +929,7 @@ fn may(ctx: &Ctx) -> RunResult {
         for h in handles {
             tallies.push(h.join().map_err(|_| "a may client panicked")?);
         }
-        let window = schedule.finish()?;
-        check_mutex_store(store, &tallies)?;
-        points.push(Point::from_tallies(
-            clients,
-            &tallies,
-            window,
-            String::new(),
-        )?);
+        points.push(mutex_point(clients, schedule, store, &tallies)?);
     }
     rows(
         "may",
@@ -1005,14 +1005,7 @@ fn std_thread(ctx: &Ctx) -> RunResult {
         for h in handles {
             tallies.push(h.join().map_err(|_| "a client thread panicked")?);
         }
-        let window = schedule.finish()?;
-        check_mutex_store(store, &tallies)?;
-        points.push(Point::from_tallies(
-            clients,
-            &tallies,
-            window,
-            String::new(),
-        )?);
+        points.push(mutex_point(clients, schedule, store, &tallies)?);
     }
     rows(
         "std_thread",

@@ -20,8 +20,6 @@
 use std::cell::{Cell, RefCell};
 use std::ptr::{self, NonNull};
 
-use crossbeam_utils::Backoff;
-
 use super::ctl::CtlOwner;
 use super::machine::{Machine, Msg, Remote};
 use super::ops::ThreadOp;
@@ -489,15 +487,8 @@ impl Core {
         let started = coro.as_ref().is_some_and(|c| c.started());
         if started && !td.toks.all_held() {
             // Destructors run with the thread's tokens held, as its code
-            // expects. Other CPUs release theirs as they cancel.
-            let backoff = Backoff::new();
-            while td
-                .toks
-                .acquire_all(td.identity(), &self.policy, self.stats())
-                .is_err()
-            {
-                backoff.snooze();
-            }
+            // expects.
+            self.acquire_tokens_at_shutdown(td);
         }
         // Answer joiners first: unwinding may drop the last reference to
         // the packet.

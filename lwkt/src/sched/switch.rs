@@ -146,6 +146,22 @@ impl Core {
         }
     }
 
+    /// Acquires every token `td` waits for, spinning with backoff: only
+    /// at shutdown, when the loop no longer picks threads (a thread unwinds
+    /// or runs its destructors with its tokens held, as its code expects).
+    /// Other CPUs release theirs as they cancel.
+    #[cold]
+    pub(crate) fn acquire_tokens_at_shutdown(&self, td: &Thread) {
+        let backoff = Backoff::new();
+        while td
+            .toks
+            .acquire_all(td.identity(), &self.policy, self.stats())
+            .is_err()
+        {
+            backoff.snooze();
+        }
+    }
+
     /// Switches to `t` until it switches back (the hot path).
     #[inline]
     fn run_thread(&self, t: TdPtr) {
@@ -594,16 +610,8 @@ impl Core {
         self.stats().tok_blocks.bump();
         if td.has(tdf::CANCEL) {
             // Unwinding at shutdown: the loop is not picking threads any
-            // more; wait here for the holders (other CPUs release theirs as
-            // they cancel).
-            let backoff = Backoff::new();
-            while td
-                .toks
-                .acquire_all(td.identity(), &self.policy, self.stats())
-                .is_err()
-            {
-                backoff.snooze();
-            }
+            // more; wait here for the holders.
+            self.acquire_tokens_at_shutdown(td);
             return;
         }
         self.requeue_and_switch(t, td);
