@@ -18,7 +18,7 @@
 //! The layers, bottom up (each imports only the ones below it; see
 //! `ARCHITECTURE.md` in the repository):
 //! `sync`, `error`, `priority`, `stats` → `stack`, `ipi`, `tokref` →
-//! `sched` → `thread` → `token` → `runtime`.
+//! `sched` → `thread` → `token` → `net`, `runtime`.
 #![warn(missing_docs, unreachable_pub, unsafe_op_in_unsafe_fn)]
 
 #[cfg(not(loom))]
@@ -26,6 +26,8 @@ mod affinity;
 #[cfg(not(loom))]
 mod error;
 mod ipi;
+#[cfg(not(loom))]
+pub mod net;
 #[cfg(not(loom))]
 mod priority;
 #[cfg(not(loom))]
@@ -60,6 +62,8 @@ pub use runtime::{
 };
 #[cfg(not(loom))]
 pub use sched::machine::MAX_CPUS;
+#[cfg(not(loom))]
+pub use sched::poll::{Interest, Ready};
 #[cfg(not(loom))]
 pub use stack::{
     current_map_count, max_map_count, stack_guard_kind, DEFAULT_STACK_SIZE, MAX_STACK_SIZE,

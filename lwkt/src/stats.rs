@@ -59,6 +59,8 @@ pub(crate) struct Counters {
     pub(crate) preempt_hits: Counter,
     pub(crate) preempt_misses: Counter,
     pub(crate) preempt_weird: Counter,
+    pub(crate) io_waits: Counter,
+    pub(crate) io_polls: Counter,
 }
 
 impl Counters {
@@ -82,6 +84,8 @@ impl Counters {
             preempt_hits: self.preempt_hits.get(),
             preempt_misses: self.preempt_misses.get(),
             preempt_weird: self.preempt_weird.get(),
+            io_waits: self.io_waits.get(),
+            io_polls: self.io_polls.get(),
         }
     }
 }
@@ -133,6 +137,11 @@ pub struct CpuStats {
     /// Preemption candidates that had already run or left the run queue
     /// by the time it was safe (`preempt_weird`).
     pub preempt_weird: u64,
+    /// Waits for file-descriptor readiness (`wait_fd`, and socket calls
+    /// that would have blocked).
+    pub io_waits: u64,
+    /// Looks at this CPU's poller (`epoll_wait` calls, blocking or not).
+    pub io_polls: u64,
 }
 
 impl std::ops::Add for CpuStats {
@@ -157,6 +166,8 @@ impl std::ops::Add for CpuStats {
             preempt_hits: self.preempt_hits + o.preempt_hits,
             preempt_misses: self.preempt_misses + o.preempt_misses,
             preempt_weird: self.preempt_weird + o.preempt_weird,
+            io_waits: self.io_waits + o.io_waits,
+            io_polls: self.io_polls + o.io_polls,
         }
     }
 }

@@ -101,6 +101,11 @@ pub struct Mailbox<M> {
     fifo_size: usize,
     /// The owner's OS thread, for unparking. Set once when the CPU starts.
     owner: std::sync::OnceLock<Thread>,
+    /// The owner's poller waker (an eventfd), set once by the owner when
+    /// it creates its poller (the first `wait_fd` on that CPU). From then
+    /// on the owner parks in `epoll_wait` instead of the futex, and
+    /// [`notify`](Self::notify) writes this instead of unparking.
+    waker: std::sync::OnceLock<std::os::fd::OwnedFd>,
     /// Incoming FIFOs by source CPU, null until that source first sends.
     /// Only source `s` stores entry `s` (once); only the owner pops from
     /// the FIFOs. Freed when the mailbox is dropped.
@@ -128,6 +133,7 @@ impl<M> Mailbox<M> {
             group: group_size(ncpus),
             fifo_size,
             owner: std::sync::OnceLock::new(),
+            waker: std::sync::OnceLock::new(),
             incoming: (0..ncpus)
                 .map(|_| AtomicPtr::new(ptr::null_mut()))
                 .collect(),
@@ -169,17 +175,55 @@ impl<M> Mailbox<M> {
 
     /// Wakes the owner if it is parked (second half of [`signal`]).
     ///
+    /// Which wake to use (futex unpark, or a write to the poller's
+    /// eventfd) is race-free: the owner publishes its waker (a Release
+    /// store, [`set_waker`]) on its own OS thread while it runs, before
+    /// any park that blocks in the poller, and announces that park with
+    /// its SeqCst store of `parked`. A sender that wins the swap below
+    /// reads from that store, so it sees the waker. A sender that read
+    /// `parked` from a futex park made before the waker existed and only
+    /// then sees the waker may write the eventfd instead of unparking:
+    /// that park then ends only by its own timeout, after which the owner
+    /// looks at its attention word (set before this call) anyway, and the
+    /// stray eventfd count costs one early return from a later poll. A
+    /// futex park without a timeout cannot end that way, so the owner
+    /// cannot have gone on to create its poller while such a sender is
+    /// still before its check: nothing is lost either way.
+    ///
     /// [`signal`]: Self::signal
+    /// [`set_waker`]: Self::set_waker
     #[inline]
     pub fn notify(&self) -> bool {
         if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
-            if let Some(t) = self.owner.get() {
-                t.unpark();
-            }
+            self.wake_owner();
             true
         } else {
             false
         }
+    }
+
+    #[cold]
+    fn wake_owner(&self) {
+        if let Some(fd) = self.waker.get() {
+            // An eventfd write adds to its counter and never blocks short
+            // of 2^64 - 1 pending wakes; the only failure would be a bad
+            // fd, which the mailbox owns and never closes early.
+            let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+        } else if let Some(t) = self.owner.get() {
+            t.unpark();
+        }
+    }
+
+    /// Publishes the owner's poller waker (an eventfd the owner's poller
+    /// watches); from then on wakes write it. Owner only, while it runs
+    /// (not parked). Gives the fd back if one was set already.
+    pub(crate) fn set_waker(&self, fd: std::os::fd::OwnedFd) -> Result<(), std::os::fd::OwnedFd> {
+        self.waker.set(fd)
+    }
+
+    /// The owner's poller waker, once set.
+    pub(crate) fn waker(&self) -> Option<&std::os::fd::OwnedFd> {
+        self.waker.get()
     }
 
     /// Queues a message from outside the runtime and signals the owner.

@@ -17,12 +17,13 @@
 //!
 //! [`Remote`]: super::machine::Remote
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::ptr::{self, NonNull};
 
 use super::ctl::CtlOwner;
 use super::machine::{Machine, Msg, Remote};
 use super::ops::ThreadOp;
+use super::poll::Poller;
 use super::runq::RunQueue;
 use super::sleepq::SleepQueues;
 use super::td::{tdf, Coro, TdPtr, Thread};
@@ -129,6 +130,14 @@ pub(crate) struct Core {
     tids: Cell<(u64, u64)>,
     /// Token policy for this CPU (from the runtime's settings).
     pub(crate) policy: Policy,
+    /// File-descriptor readiness (`poll.rs`), created at this CPU's first
+    /// `wait_fd`; until then the CPU parks on its futex.
+    pub(crate) poller: OnceCell<Poller>,
+    /// Threads of this CPU waiting in `wait_fd` (the loop polls only
+    /// while some do).
+    pub(crate) io_waiters: Cell<u32>,
+    /// Passes left before a busy CPU's next look at its poller.
+    pub(crate) io_countdown: Cell<u32>,
 }
 
 impl Core {
@@ -167,6 +176,9 @@ impl Core {
             all: Cell::new(ptr::null_mut()),
             tids: Cell::new((0, 0)),
             policy,
+            poller: OnceCell::new(),
+            io_waiters: Cell::new(0),
+            io_countdown: Cell::new(super::poll::IO_POLL),
             machine,
         }
     }

@@ -15,6 +15,7 @@
 //! | `sleepq.rs` | per-CPU sleep queues (hashed by wait channel)             |
 //! | `sleepmask.rs` | the runtime's sleep-bucket masks (loom-checked)        |
 //! | `timers.rs` | per-CPU sleep timeouts                                    |
+//! | `poll.rs`   | per-CPU fd readiness (epoll), `wait_fd`; created lazily   |
 //!
 //! Layering: this module uses `ipi`, `tokref`, `stack` and the leaf
 //! modules; nothing here imports the thread API, tokens or the runtime.
@@ -23,6 +24,7 @@ pub(crate) mod core;
 pub(crate) mod ctl;
 pub(crate) mod machine;
 pub(crate) mod ops;
+pub(crate) mod poll;
 pub(crate) mod runq;
 pub(crate) mod sleepmask;
 pub(crate) mod sleepq;

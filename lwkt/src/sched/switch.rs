@@ -87,12 +87,18 @@ impl Core {
             if self.timers_due_soon() {
                 self.expire_timers();
             }
+            if self.io_due() {
+                self.poll_io_now();
+            }
             match self.pick() {
                 Some(t) => {
                     self.token_waits.set(0);
                     self.run_thread(t);
                 }
                 None if self.runq.is_empty() => {
+                    if self.io_waiters.get() != 0 && self.poll_io_now() != 0 {
+                        continue;
+                    }
                     if !self.timers.is_empty() {
                         self.expire_timers();
                         if !self.runq.is_empty() {
@@ -248,7 +254,7 @@ impl Core {
     }
 
     /// Nothing to run: poll briefly, then park the OS thread until a
-    /// message or the next timer. Returns whether it drained the watched
+    /// message, the next timer or (with a poller) an fd event. Returns whether it drained the watched
     /// FIFOs itself (the attention bits are then left for the next pass).
     #[cold]
     fn idle(&self) -> bool {
@@ -283,6 +289,11 @@ impl Core {
             }
             n = n.wrapping_add(1);
             if n % 64 == 0 {
+                // Threads waiting on fds: look at the poller too, or a
+                // socket would wait out the spin.
+                if self.io_waiters.get() != 0 && self.poll_io_now() != 0 {
+                    return false;
+                }
                 let now = Instant::now();
                 if now.duration_since(start) >= spin || deadline.is_some_and(|d| d <= now) {
                     break;
@@ -294,12 +305,9 @@ impl Core {
             return false;
         }
         self.stats().parks.bump();
-        match deadline {
-            Some(d) => {
-                crate::sync::thread::park_timeout(d.saturating_duration_since(Instant::now()))
-            }
-            None => crate::sync::thread::park(),
-        }
+        // In the poller once this CPU has one (an IPI then writes its
+        // eventfd; see `Mailbox::notify`), else on the futex.
+        self.park_os(deadline);
         mb.finish_park();
         self.machine.wake_clock();
         false
@@ -320,7 +328,7 @@ impl Core {
         let mb = &self.remote().mailbox;
         if mb.prepare_park() {
             self.stats().parks.bump();
-            crate::sync::thread::park_timeout(std::time::Duration::from_micros(50));
+            self.park_os(Instant::now().checked_add(std::time::Duration::from_micros(50)));
             mb.finish_park();
         }
     }

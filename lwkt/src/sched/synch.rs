@@ -147,7 +147,7 @@ impl Core {
     }
 
     /// Arms a timeout for the current sleep of `t`.
-    fn arm_timer(&self, t: TdPtr, td: &Thread, when: Instant) {
+    pub(crate) fn arm_timer(&self, t: TdPtr, td: &Thread, when: Instant) {
         td.timer_refs.set(td.timer_refs.get() + 1);
         self.timers.push(Timer {
             when,

@@ -420,4 +420,35 @@ impl CurThread {
         self.core().migrate_cur(self.thread(), cpu);
         Ok(())
     }
+
+    /// Parks this thread until `fd` is ready for `interest`, `timeout`
+    /// passes, or the thread is interrupted; the CPU runs other threads
+    /// meanwhile, or blocks in its poller when it has none to run. Works
+    /// for any fd epoll accepts (sockets, pipes, eventfds, terminals...),
+    /// from this crate or any other. The primitive under [`crate::net`].
+    ///
+    /// Readiness is level-triggered and may be stale by the time the
+    /// thread runs: try the operation on a non-blocking fd, and wait again
+    /// when it says `WouldBlock`. Tokens the thread holds are released
+    /// while it waits and re-acquired before this returns, as in any
+    /// sleep.
+    ///
+    /// # Errors
+    /// `TimedOut` when `timeout` passed first; `Interrupted` after
+    /// [`ThreadRef::interrupt`] or when the runtime is shutting down; the
+    /// OS's error when the fd cannot be polled (a regular file: `EPERM`).
+    ///
+    /// # Panics
+    /// When `interest` is empty.
+    #[doc(alias = "select")]
+    #[doc(alias = "poll")]
+    pub fn wait_fd(
+        &mut self,
+        fd: impl std::os::fd::AsFd,
+        interest: crate::sched::poll::Interest,
+        timeout: Option<Duration>,
+    ) -> std::io::Result<crate::sched::poll::Ready> {
+        self.core()
+            .wait_fd_cur(self.t, self.thread(), fd.as_fd(), interest, timeout)
+    }
 }

@@ -1,0 +1,164 @@
+//! Sockets whose blocking calls park the calling lwkt thread, not its CPU
+//! (`lwkt::net`).
+//!
+//! The types mirror `std::net`'s (and `std::os::unix::net`'s) names; each
+//! call that can block takes `td: &mut CurThread`, tries the operation on
+//! a non-blocking socket, and on `WouldBlock` waits in
+//! [`CurThread::wait_fd`] (which is interruptible, honours the socket's
+//! timeout, and ends with `Interrupted` when the runtime shuts down).
+//! Because those calls take `&mut CurThread`, a reference to
+//! token-protected data cannot be held across them:
+//!
+//! ```compile_fail,E0499
+//! fn f(td: &mut lwkt::CurThread, s: &lwkt::net::TcpStream, tok: &lwkt::Token<u32>) {
+//!     let g = td.get_token(tok);
+//!     let n = g.get(td);           // borrows td until its last use
+//!     let mut buf = [0u8; 4];
+//!     let _ = s.read(td, &mut buf); // error: td is borrowed by `n`
+//!     *n += 1;
+//! }
+//! ```
+//!
+//! For code written against `std::io::Read` / `Write` (`httparse`-based
+//! parsers, `rustls`, `BufReader`...), [`TcpStream::io`] binds a stream to
+//! the running thread for as long as the adapter lives.
+//!
+//! Every socket works on any CPU of any runtime: a thread may accept on
+//! one CPU and hand the stream to a thread on another, or migrate with it.
+//! Readiness is registered on the CPU of the thread that waits, for the
+//! duration of the wait (see `sched/poll.rs`).
+
+mod tcp;
+mod udp;
+mod unix;
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub use tcp::{TcpListener, TcpListenerBuilder, TcpStream, DEFAULT_BACKLOG};
+pub use udp::UdpSocket;
+pub use unix::{UnixListener, UnixStream};
+
+use crate::sched::poll::Interest;
+use crate::thread::CurThread;
+
+/// A binding of a stream to the running thread, so that it implements
+/// `std::io::Read` and `Write` (made by [`TcpStream::io`] or
+/// [`UnixStream::io`]). Each read or write parks the thread when it would
+/// block, with the stream's timeouts.
+pub struct Io<'a, S> {
+    td: &'a mut CurThread,
+    s: &'a S,
+}
+
+impl<S> std::fmt::Debug for Io<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Io").finish_non_exhaustive()
+    }
+}
+
+impl<'a, S> Io<'a, S> {
+    pub(crate) fn new(td: &'a mut CurThread, s: &'a S) -> Io<'a, S> {
+        Io { td, s }
+    }
+
+    /// The running thread, for calls in between (spawns, tokens).
+    pub fn thread(&mut self) -> &mut CurThread {
+        self.td
+    }
+}
+
+/// A socket's per-call timeouts, in nanoseconds (0: none), as `std::net`
+/// stores them in the kernel: set with `&self`, read by every call.
+#[derive(Default, Debug)]
+pub(crate) struct Timeouts {
+    read: AtomicU64,
+    write: AtomicU64,
+}
+
+fn encode(d: Option<Duration>) -> io::Result<u64> {
+    match d {
+        None => Ok(0),
+        Some(d) if d.is_zero() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot set a 0 duration timeout",
+        )),
+        Some(d) => Ok(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+    }
+}
+
+fn decode(v: u64) -> Option<Duration> {
+    (v != 0).then(|| Duration::from_nanos(v))
+}
+
+impl Timeouts {
+    pub(crate) fn set_read(&self, d: Option<Duration>) -> io::Result<()> {
+        self.read.store(encode(d)?, Ordering::Relaxed);
+        Ok(())
+    }
+    pub(crate) fn set_write(&self, d: Option<Duration>) -> io::Result<()> {
+        self.write.store(encode(d)?, Ordering::Relaxed);
+        Ok(())
+    }
+    pub(crate) fn read(&self) -> Option<Duration> {
+        decode(self.read.load(Ordering::Relaxed))
+    }
+    pub(crate) fn write(&self) -> Option<Duration> {
+        decode(self.write.load(Ordering::Relaxed))
+    }
+}
+
+pub(crate) fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "lwkt::net: operation timed out")
+}
+
+/// Runs the non-blocking `op` until it does not say `WouldBlock`, parking
+/// in `wait_fd` for `interest` in between, within `timeout` overall.
+pub(crate) fn blocking<T>(
+    td: &mut CurThread,
+    fd: BorrowedFd<'_>,
+    interest: Interest,
+    timeout: Option<Duration>,
+    mut op: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    let deadline = timeout.and_then(|d| Instant::now().checked_add(d));
+    loop {
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+        let left = match deadline {
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return Err(timed_out());
+                }
+                Some(d - now)
+            }
+            None => None,
+        };
+        td.wait_fd(fd, interest, left)?;
+    }
+}
+
+/// `write_all` over a non-blocking `write`.
+pub(crate) fn write_all(
+    mut write: impl FnMut(&[u8]) -> io::Result<usize>,
+    mut buf: &[u8],
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        match write(buf)? {
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "failed to write whole buffer",
+                ))
+            }
+            n => buf = &buf[n..],
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! Unix-domain streams: [`UnixListener`] and [`UnixStream`].
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::{blocking, write_all, Io, Timeouts};
+use crate::sched::poll::Interest;
+use crate::thread::CurThread;
+
+/// How long [`UnixStream::connect`] sleeps between tries while the
+/// listener's backlog is full (a non-blocking Unix connect reports that as
+/// `EAGAIN` and offers no readiness to wait for).
+const BACKLOG_RETRY: Duration = Duration::from_millis(1);
+
+/// A Unix-domain listening socket whose `accept` parks the calling thread.
+#[derive(Debug)]
+pub struct UnixListener {
+    inner: std::os::unix::net::UnixListener,
+}
+
+impl UnixListener {
+    /// Binds to the filesystem path `path` (never blocks).
+    ///
+    /// # Errors
+    /// The OS's (`AddrInUse` if the path exists).
+    pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
+        let l = std::os::unix::net::UnixListener::bind(path)?;
+        l.set_nonblocking(true)?;
+        Ok(UnixListener { inner: l })
+    }
+
+    /// Accepts a connection, parking the thread until one arrives.
+    ///
+    /// # Errors
+    /// The OS's; `Interrupted`.
+    pub fn accept(&self, td: &mut CurThread) -> io::Result<(UnixStream, SocketAddr)> {
+        let (s, a) = blocking(td, self.inner.as_fd(), Interest::READABLE, None, || {
+            self.inner.accept()
+        })?;
+        s.set_nonblocking(true)?;
+        Ok((
+            UnixStream {
+                inner: s,
+                timeouts: Timeouts::default(),
+            },
+            a,
+        ))
+    }
+
+    /// The address it listens on.
+    ///
+    /// # Errors
+    /// The OS's.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+impl AsFd for UnixListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+}
+
+/// A Unix-domain stream whose reads and writes park the calling thread.
+#[derive(Debug)]
+pub struct UnixStream {
+    inner: std::os::unix::net::UnixStream,
+    timeouts: Timeouts,
+}
+
+impl UnixStream {
+    /// Connects to the listener at `path`. While its backlog is full the
+    /// thread sleeps and retries (the CPU runs other threads).
+    ///
+    /// # Errors
+    /// The OS's (`NotFound`, `ConnectionRefused`); `Interrupted`.
+    pub fn connect(td: &mut CurThread, path: impl AsRef<Path>) -> io::Result<UnixStream> {
+        let addr = SockAddr::unix(path)?;
+        let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        s.set_nonblocking(true)?;
+        loop {
+            match s.connect(&addr) {
+                Ok(()) => break,
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+                    td.wait_fd(&s, Interest::WRITABLE, None)?;
+                    if let Some(e) = s.take_error()? {
+                        return Err(e);
+                    }
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    td.sleep_for(BACKLOG_RETRY).map_err(|_| {
+                        io::Error::new(io::ErrorKind::Interrupted, "lwkt: runtime shutting down")
+                    })?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let fd: std::os::fd::OwnedFd = s.into();
+        Ok(UnixStream {
+            inner: fd.into(),
+            timeouts: Timeouts::default(),
+        })
+    }
+
+    /// A connected pair (never blocks).
+    ///
+    /// # Errors
+    /// The OS's.
+    pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
+        let (a, b) = std::os::unix::net::UnixStream::pair()?;
+        Ok((Self::from_std(a)?, Self::from_std(b)?))
+    }
+
+    /// Wraps a std stream (made non-blocking).
+    ///
+    /// # Errors
+    /// When it cannot be made non-blocking.
+    pub fn from_std(s: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
+        s.set_nonblocking(true)?;
+        Ok(UnixStream {
+            inner: s,
+            timeouts: Timeouts::default(),
+        })
+    }
+
+    /// Reads what is available, parking until there is some; `Ok(0)` is
+    /// end of file.
+    ///
+    /// # Errors
+    /// The OS's; `TimedOut` after the read timeout; `Interrupted`.
+    pub fn read(&self, td: &mut CurThread, buf: &mut [u8]) -> io::Result<usize> {
+        blocking(
+            td,
+            self.inner.as_fd(),
+            Interest::READABLE,
+            self.timeouts.read(),
+            || (&self.inner).read(buf),
+        )
+    }
+
+    /// Writes what fits, parking until there is room.
+    ///
+    /// # Errors
+    /// The OS's; `TimedOut` after the write timeout; `Interrupted`.
+    pub fn write(&self, td: &mut CurThread, buf: &[u8]) -> io::Result<usize> {
+        blocking(
+            td,
+            self.inner.as_fd(),
+            Interest::WRITABLE,
+            self.timeouts.write(),
+            || (&self.inner).write(buf),
+        )
+    }
+
+    /// Writes all of `buf`.
+    ///
+    /// # Errors
+    /// As [`write`](Self::write); `WriteZero`.
+    pub fn write_all(&self, td: &mut CurThread, buf: &[u8]) -> io::Result<()> {
+        write_all(|b| self.write(td, b), buf)
+    }
+
+    /// Shuts down one half or both.
+    ///
+    /// # Errors
+    /// The OS's.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.inner.shutdown(how)
+    }
+
+    /// Sets the timeout of each read (None: none).
+    ///
+    /// # Errors
+    /// `InvalidInput` for a zero duration.
+    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        self.timeouts.set_read(d)
+    }
+
+    /// Sets the timeout of each write (None: none).
+    ///
+    /// # Errors
+    /// `InvalidInput` for a zero duration.
+    pub fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        self.timeouts.set_write(d)
+    }
+
+    /// The read timeout.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.timeouts.read()
+    }
+
+    /// The write timeout.
+    pub fn write_timeout(&self) -> Option<Duration> {
+        self.timeouts.write()
+    }
+
+    /// Binds the stream to the running thread (`std::io::Read` / `Write`).
+    pub fn io<'a>(&'a self, td: &'a mut CurThread) -> Io<'a, UnixStream> {
+        Io::new(td, self)
+    }
+}
+
+impl AsFd for UnixStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+}
+
+impl AsRawFd for UnixStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.as_raw_fd()
+    }
+}
+
+impl Read for Io<'_, UnixStream> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.s.read(self.td, buf)
+    }
+}
+
+impl Write for Io<'_, UnixStream> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.s.write(self.td, buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.s.write_all(self.td, buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
