@@ -264,6 +264,17 @@ enum ChildOutput {
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == benches::http_plaintext::SERVE)
+    {
+        let rest: Vec<String> = args
+            .iter()
+            .skip(2)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return benches::serve_main(&rest);
+    }
     if args.get(1).is_some_and(|a| a == CHILD) {
         // Drop the `__child` word and parse the rest.
         let rest = args.iter().take(1).chain(args.iter().skip(2));
@@ -382,6 +393,14 @@ fn run_suite(cli: &Cli) -> Result<ExitCode, String> {
     let mut failures = Vec::new();
     let mut tables = Vec::new();
     for bench in selected {
+        if let Err(why) = benches::precondition(bench) {
+            eprintln!("lwkt-bench: {}: skipped: {why}", bench.name);
+            if !cli.json {
+                println!();
+                println!("{}: skipped: {why}", bench.name);
+            }
+            continue;
+        }
         let mut rows: Vec<(&str, Outcome)> = Vec::new();
         for imp in bench.impls {
             if !cli.impls.is_empty() && !cli.impls.iter().any(|i| i == imp.name) {

@@ -369,3 +369,45 @@ fn kv_service_reports_throughput_and_p99_for_every_impl() {
         }
     }
 }
+
+/// `http_plaintext` in quick mode where `wrk` is installed (each server on
+/// one core, wrk on the other, 1 s per point): both rows for every
+/// implementation, with the server's CPU use in the notes. Where `wrk` is
+/// missing, the bench must say it skipped and why, and print no rows.
+#[test]
+fn http_plaintext_reports_throughput_and_p99_or_says_why_it_skipped() {
+    let _machine = serial();
+    let have_wrk = Command::new("wrk").arg("--version").output().is_ok();
+    let out = bench()
+        .args(["--json", "--quick", "http_plaintext"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let results = v["results"].as_array().unwrap();
+    if !have_wrk {
+        assert!(
+            stderr.contains("http_plaintext: skipped: wrk not found"),
+            "{stderr}"
+        );
+        assert!(results.is_empty(), "{results:?}");
+        eprintln!("wrk not installed: checked the skip message only");
+        return;
+    }
+    let impls = ["lwkt", "may_minihttp", "tokio_hyper", "std_thread"];
+    assert_eq!(results.len(), 2 * impls.len(), "{results:?}");
+    for (b, unit) in [("http_plaintext", "req/s"), ("http_plaintext_p99", "us")] {
+        for imp in impls {
+            let r = results
+                .iter()
+                .find(|r| r["bench"] == b && r["impl"] == imp)
+                .unwrap_or_else(|| panic!("no {b}/{imp} in {results:?}"));
+            assert_eq!(r["unit"], unit, "{r}");
+            let value = r["value"].as_f64().unwrap_or(f64::NAN);
+            assert!(value.is_finite() && value > 0.0, "{r}");
+            let note = r["note"].as_str().unwrap();
+            assert!(note.contains("server CPU"), "{note}");
+        }
+    }
+}

@@ -8,6 +8,7 @@ use crate::harness::{Ctx, RunResult};
 
 mod contention;
 mod cross_cpu_pingpong;
+pub mod http_plaintext;
 mod idle_cpu;
 mod kv_service;
 mod max_threads;
@@ -16,6 +17,7 @@ mod preempt_latency;
 mod scaling;
 mod sleeping_thread_rss;
 mod spawn_join;
+mod tcp_echo_c10k;
 mod token_block_while_held;
 mod token_contended;
 mod token_uncontended;
@@ -82,6 +84,8 @@ pub static ALL: &[&Bench] = &[
     &migrate_roundtrip::BENCH,
     &scaling::BENCH,
     &kv_service::BENCH,
+    &http_plaintext::BENCH,
+    &tcp_echo_c10k::BENCH,
 ];
 
 /// A figure held against another benchmark's figure from the same run:
@@ -111,6 +115,55 @@ pub static COMPARISONS: &[Comparison] = &[
         max_ratio: 2.0,
     },
 ];
+
+/// Why `bench` cannot run on this machine (a missing external tool), if
+/// it cannot: the suite then reports it as skipped, with the reason,
+/// instead of as failed.
+pub fn precondition(bench: &Bench) -> Result<(), String> {
+    match bench.name {
+        "http_plaintext" => http_plaintext::wrk_available(),
+        _ => Ok(()),
+    }
+}
+
+/// `lwkt-bench __serve BENCH IMPL PORT CORE`: the server side of a
+/// benchmark whose server runs in its own process. Pins itself to `CORE`
+/// (every thread it starts inherits the mask), serves on 127.0.0.1:PORT,
+/// prints `ready` once it listens, and runs until killed.
+pub fn serve_main(args: &[String]) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let [bench, imp, port, core] = args else {
+        eprintln!(
+            "usage: lwkt-bench {} BENCH IMPL PORT CORE",
+            http_plaintext::SERVE
+        );
+        return ExitCode::from(2);
+    };
+    let (Ok(port), Ok(core)) = (port.parse::<u16>(), core.parse::<usize>()) else {
+        eprintln!(
+            "lwkt-bench {}: PORT and CORE must be numbers",
+            http_plaintext::SERVE
+        );
+        return ExitCode::from(2);
+    };
+    if let Err(e) = crate::harness::pin_current_thread(core) {
+        eprintln!("lwkt-bench {}: {e}", http_plaintext::SERVE);
+        return ExitCode::from(2);
+    }
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let r = match bench.as_str() {
+        "http_plaintext" => http_plaintext::serve(imp, addr),
+        "tcp_echo_c10k" => tcp_echo_c10k::serve(imp, addr),
+        _ => Err(format!("`{bench}` has no server")),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lwkt-bench {} {bench} {imp}: {e}", http_plaintext::SERVE);
+            ExitCode::FAILURE
+        }
+    }
+}
 
 pub fn find(name: &str) -> Option<&'static Bench> {
     ALL.iter().copied().find(|b| b.name == name)
