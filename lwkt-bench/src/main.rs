@@ -172,6 +172,23 @@
 //!   better) and bench `kv_service_p99` (p99 latency in µs at 10,000
 //!   clients, lower is better); the 1,000-client figures and the p50s are
 //!   in the notes. Details in `benches/kv_service.rs` and the README.
+//! * `http_plaintext` (req/s, higher is better): TechEmpower's plaintext
+//!   test driven by `wrk` (installed from the distribution's packages; the
+//!   bench says it skipped, and why, without it). Each server runs in its
+//!   own process (`lwkt-bench __serve http_plaintext IMPL PORT CORE`)
+//!   pinned to one core, `wrk -t1` pinned to another: `lwkt`
+//!   (`examples/http_hello`'s server), `may_minihttp`, `tokio_hyper`
+//!   (hyper 1 + hyper-util on a current_thread runtime), `std_thread`.
+//!   Pipelined 16 deep and not, at 64, 256 and 1,024 connections, with the
+//!   server's CPU use beside each figure. Rows: `http_plaintext`
+//!   (requests/s pipelined at 256 connections, `cpu_ns` = server CPU per
+//!   request) and `http_plaintext_p99` (µs); the other points in the
+//!   notes. Details in `benches/http_plaintext.rs`.
+//! * `tcp_echo_c10k` (round trips/s, higher is better): 10,000 TCP
+//!   connections on one server core (`lwkt` thread per connection, `tokio`
+//!   task per connection), each sending 32 bytes and waiting for the echo
+//!   in turn; rows `tcp_echo_c10k`, `tcp_echo_c10k_rss` (server KiB per
+//!   connection) and `tcp_echo_c10k_p99` (µs).
 //!
 //! # Method
 //!

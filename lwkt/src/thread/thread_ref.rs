@@ -122,7 +122,10 @@ impl ThreadRef {
     }
 
     /// Interrupts the thread's current or next interruptible sleep, which
-    /// then returns [`SleepError::Interrupted`](crate::SleepError).
+    /// then returns [`SleepError::Interrupted`](crate::SleepError); a wait
+    /// in [`CurThread::wait_fd`](crate::CurThread::wait_fd) (and so any
+    /// blocking `lwkt::net` call) is one, and returns
+    /// `io::ErrorKind::Interrupted`.
     pub fn interrupt(&self) {
         self.ctl().interrupt.store(true, Ordering::Release);
         self.op(OpKind::Interrupt);
