@@ -666,3 +666,41 @@ fn unix_streams_with_the_std_io_adapter() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// A CPU that never runs out of work must still look at its poller: a
+/// thread spinning on `yield_now` keeps the run queue non-empty, and a
+/// reader on the same CPU must be woken when its data arrives.
+#[test]
+fn a_busy_cpu_still_serves_its_sockets() {
+    bounded(30, "busy cpu serves sockets", || {
+        let rt = Runtime::builder().cpus(1).build().unwrap();
+        let l = std::net::TcpListener::bind(loopback()).unwrap();
+        let addr = l.local_addr().unwrap();
+        let writer = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            s.write_all(b"data").unwrap();
+            s
+        });
+        let spins = rt.block_on(move |td| {
+            let c = TcpStream::connect(td, addr).unwrap();
+            let done = Arc::new(AtomicBool::new(false));
+            let d = done.clone();
+            let spinner = td.spawn(move |td| {
+                let mut n = 0u64;
+                while !d.load(Ordering::Acquire) {
+                    td.yield_now();
+                    n += 1;
+                }
+                n
+            });
+            let mut b = [0u8; 4];
+            c.io(td).read_exact(&mut b).unwrap();
+            assert_eq!(&b, b"data");
+            done.store(true, Ordering::Release);
+            spinner.join(td).unwrap()
+        });
+        assert!(spins > 0);
+        drop(writer.join().unwrap());
+    });
+}

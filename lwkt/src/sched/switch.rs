@@ -477,14 +477,16 @@ impl Core {
     }
 
     /// Whether nothing asks for this CPU's attention: no message or
-    /// shutdown flagged, no timer to look at, no preemption pending. Hot
-    /// paths test this once instead of polling each in turn.
+    /// shutdown flagged, no timer to look at, no poll of the fds threads
+    /// wait on due, no preemption pending. Hot paths test this once
+    /// instead of polling each in turn.
     #[inline]
     fn quiet(&self) -> bool {
         (self.remote().mailbox.attention() == 0)
             & self.preempt_cand.get().is_null()
             & !self.stop.get()
             & !self.timers_due_soon()
+            & !self.io_due()
     }
 
     // ---------------------------------------------------------------
@@ -533,6 +535,9 @@ impl Core {
     fn yield_slow(&self, t: TdPtr, td: &Thread) {
         self.poll_attention();
         self.expire_timers();
+        // A thread that yields with nothing else runnable never returns
+        // to the loop: sockets are served from here too.
+        self.poll_io_now();
         if td.has(tdf::CANCEL) {
             return;
         }
@@ -552,6 +557,7 @@ impl Core {
             && self.machine.tick() == self.seen_tick.get()
             && !self.runq.has_above(td.pri.get())
             && !self.timers_due_soon()
+            && !self.io_due()
         {
             return;
         }
@@ -566,6 +572,7 @@ impl Core {
         let ticked = tick != self.seen_tick.get();
         self.seen_tick.set(tick);
         self.expire_timers();
+        self.poll_io_now();
         self.preempt_check();
         if td.has(tdf::CANCEL) {
             return;
