@@ -240,19 +240,20 @@ unsafe fn borrowed<'a>(fd: RawFd) -> BorrowedFd<'a> {
 impl Poller {
     fn new(core: &Core) -> io::Result<Poller> {
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-        let mb = &core.remote().mailbox;
-        if mb.waker().is_none() {
-            let efd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-            // Only this CPU sets its waker, and it has none yet.
-            let _ = mb.set_waker(efd);
-        }
-        let waker = mb.waker().expect("lwkt: the waker was just set");
+        let efd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         epoll::add(
             &ep,
-            waker,
+            &efd,
             epoll::EventData::new_u64(WAKER),
             epoll::EventFlags::IN,
         )?;
+        // Published last, once nothing can fail: from now on wakes write
+        // the eventfd, so this CPU must park in this poller. Only this CPU
+        // creates its poller, once (a CPU that failed to keep one never
+        // got here), so no waker was set before.
+        if core.remote().mailbox.set_waker(efd).is_err() {
+            panic!("lwkt: CPU {} created a second poller", core.id);
+        }
         Ok(Poller {
             epoll: ep,
             fds: RefCell::new(Vec::new()),
