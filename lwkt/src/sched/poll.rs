@@ -484,10 +484,11 @@ impl Core {
                 "lwkt: the runtime is shutting down",
             ));
         }
-        if td
-            .ctl()
-            .is_some_and(|c| c.interrupt.swap(false, Ordering::AcqRel))
-        {
+        // A load first: the swap (a locked instruction) only when an
+        // interrupt is pending.
+        if td.ctl().is_some_and(|c| {
+            c.interrupt.load(Ordering::Relaxed) && c.interrupt.swap(false, Ordering::AcqRel)
+        }) {
             return Err(io::Error::new(
                 io::ErrorKind::Interrupted,
                 "lwkt: wait_fd interrupted",
