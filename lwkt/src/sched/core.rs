@@ -136,8 +136,6 @@ pub(crate) struct Core {
     /// Threads of this CPU waiting in `wait_fd` (the loop polls only
     /// while some do).
     pub(crate) io_waiters: Cell<u32>,
-    /// Passes left before a busy CPU's next look at its poller.
-    pub(crate) io_countdown: Cell<u32>,
 }
 
 impl Core {
@@ -178,7 +176,6 @@ impl Core {
             policy,
             poller: OnceCell::new(),
             io_waiters: Cell::new(0),
-            io_countdown: Cell::new(super::poll::IO_POLL),
             machine,
         }
     }

@@ -6,8 +6,9 @@
 //! itself in its CPU's table of waiters, arms the fd in that CPU's epoll
 //! instance, and sleeps like an interruptible `tsleep` (so a timeout, an
 //! interrupt or runtime shutdown ends the wait the same way). The CPU looks
-//! at its epoll instance itself: without blocking every [`IO_POLL`] passes
-//! of its loop while threads wait on fds, whenever its run queue empties,
+//! at its epoll instance itself: without blocking every `TIMER_POLL`
+//! passes of its loop (`switch.rs`, the same countdown as its timers)
+//! while threads wait on fds, whenever its run queue empties,
 //! and blocking (with its next timer's deadline) instead of its futex when
 //! it has nothing to run. An IPI wakes a CPU blocked there through the
 //! eventfd its mailbox writes (see `ipi::Mailbox::notify`). No other OS
@@ -42,11 +43,6 @@ use rustix::io::Errno;
 use super::core::Core;
 use super::td::{tdf, TdPtr, Thread, Wake};
 use crate::sync::atomic::Ordering;
-
-/// While threads wait on fds, a busy CPU polls its poller (without
-/// blocking) once every this many passes of its loop, so sockets are
-/// served under load. A prime, so it does not beat with `TIMER_POLL`.
-pub(crate) const IO_POLL: u32 = 61;
 
 /// Events fetched per `epoll_wait`.
 const EVENTS: usize = 256;
@@ -418,23 +414,6 @@ impl Core {
         }
         let p = Poller::new(self)?;
         Ok(self.poller.get_or_init(|| p))
-    }
-
-    /// Whether a busy CPU should look at its poller on this pass: every
-    /// [`IO_POLL`] passes while threads wait on fds.
-    #[inline]
-    pub(crate) fn io_due(&self) -> bool {
-        if self.io_waiters.get() == 0 {
-            return false;
-        }
-        let n = self.io_countdown.get();
-        if n > 1 {
-            self.io_countdown.set(n - 1);
-            false
-        } else {
-            self.io_countdown.set(IO_POLL);
-            true
-        }
     }
 
     /// Polls without blocking, if this CPU has a poller and threads wait

@@ -86,8 +86,6 @@ impl Core {
             }
             if self.timers_due_soon() {
                 self.expire_timers();
-            }
-            if self.io_due() {
                 self.poll_io_now();
             }
             match self.pick() {
@@ -436,11 +434,15 @@ impl Core {
         }
     }
 
-    /// Whether armed timers should be looked at on this pass: every
-    /// [`TIMER_POLL`] passes while any is armed.
+    /// Whether armed timers, and the fds threads wait on, should be looked
+    /// at on this pass: every [`TIMER_POLL`] passes while any timer is
+    /// armed or any thread waits in `wait_fd`. One test for both on the
+    /// hot paths (the loop, `yield_now`, `maybe_yield`); so a busy CPU,
+    /// or one whose only runnable thread spins on `yield_now`, serves its
+    /// sockets every [`TIMER_POLL`] passes.
     #[inline]
     fn timers_due_soon(&self) -> bool {
-        if self.timers.is_empty() {
+        if self.timers.is_empty() & (self.io_waiters.get() == 0) {
             return false;
         }
         let n = self.timer_countdown.get();
@@ -477,16 +479,14 @@ impl Core {
     }
 
     /// Whether nothing asks for this CPU's attention: no message or
-    /// shutdown flagged, no timer to look at, no poll of the fds threads
-    /// wait on due, no preemption pending. Hot paths test this once
-    /// instead of polling each in turn.
+    /// shutdown flagged, no timer to look at, no preemption pending. Hot
+    /// paths test this once instead of polling each in turn.
     #[inline]
     fn quiet(&self) -> bool {
         (self.remote().mailbox.attention() == 0)
             & self.preempt_cand.get().is_null()
             & !self.stop.get()
             & !self.timers_due_soon()
-            & !self.io_due()
     }
 
     // ---------------------------------------------------------------
@@ -535,8 +535,8 @@ impl Core {
     fn yield_slow(&self, t: TdPtr, td: &Thread) {
         self.poll_attention();
         self.expire_timers();
-        // A thread that yields with nothing else runnable never returns
-        // to the loop: sockets are served from here too.
+        // A yield with nothing else runnable never reaches the loop: the
+        // fds threads wait on are polled here too.
         self.poll_io_now();
         if td.has(tdf::CANCEL) {
             return;
@@ -557,7 +557,6 @@ impl Core {
             && self.machine.tick() == self.seen_tick.get()
             && !self.runq.has_above(td.pri.get())
             && !self.timers_due_soon()
-            && !self.io_due()
         {
             return;
         }
@@ -572,6 +571,7 @@ impl Core {
         let ticked = tick != self.seen_tick.get();
         self.seen_tick.set(tick);
         self.expire_timers();
+        // Sockets get served at least once a tick while this thread runs.
         self.poll_io_now();
         self.preempt_check();
         if td.has(tdf::CANCEL) {
