@@ -27,6 +27,8 @@ mod affinity;
 mod error;
 mod ipi;
 #[cfg(not(loom))]
+pub mod lwp;
+#[cfg(not(loom))]
 mod priority;
 #[cfg(not(loom))]
 mod runtime;

@@ -279,6 +279,8 @@ impl Core {
         td.wchan.set(0);
         td.wmesg.set("");
         td.crit.set(0);
+        td.lwp_tag.set((0, 0));
+        td.swctl.set(ptr::null());
         td.guard.set(stack.guard_range());
         td.stack_size.set(stack.usable_size());
         debug_assert!(td.toks.is_empty());

@@ -44,6 +44,10 @@ pub(crate) enum OpKind {
     SetPriority(u8),
     /// Interrupt its interruptible sleep.
     Interrupt,
+    /// An upper layer's request (the LWP layer's suspend, stop, signal,
+    /// exit): mark the thread UPCALL so it looks at its requests at its
+    /// next switch point, and with `kick`, end an interruptible sleep.
+    Upcall { kick: bool },
     /// `lwkt_giveaway`: hand a descheduled thread to CPU `to`.
     GiveAway { to: usize, reply: Arc<Reply> },
 }
@@ -135,6 +139,7 @@ impl Core {
                     }
                 }
             }
+            OpKind::Upcall { kick } => self.upcall_local(t, kick),
             OpKind::GiveAway { to, reply } => {
                 if td.has(tdf::PARKED) {
                     self.give_away(t, to, false);
@@ -143,6 +148,19 @@ impl Core {
                     reply.answer(self, Reply::REFUSED);
                 }
             }
+        }
+    }
+
+    /// [`OpKind::Upcall`] on the owning CPU: the flag is the one bit the
+    /// thread side tests after every switch (no cost to threads that never
+    /// get one); a kicked interruptible sleep ends as interrupted, then the
+    /// thread looks at its requests.
+    pub(crate) fn upcall_local(&self, t: TdPtr, kick: bool) {
+        // SAFETY: called with a thread this CPU owns (thread_op checked).
+        let td = unsafe { t.td() };
+        td.set(tdf::UPCALL);
+        if kick && td.has(tdf::SLEEPING) && td.has(tdf::SINTR) {
+            self.wake(t, Wake::Interrupt);
         }
     }
 

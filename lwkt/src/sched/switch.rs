@@ -179,8 +179,13 @@ impl Core {
         // all-list until it exits, which is handled below.
         let td = unsafe { t.td() };
         self.has_run.set(true);
-        td.flags
-            .set((td.flags.get() & !(tdf::RUNQ | tdf::PREEMPTED)) | tdf::RUNNING);
+        let f0 = (td.flags.get() & !(tdf::RUNQ | tdf::PREEMPTED)) | tdf::RUNNING;
+        td.flags.set(f0);
+        if f0 & tdf::SWCTL != 0 {
+            // SAFETY: set while SWCTL, by the thread, which keeps the
+            // block alive until it clears SWCTL on its own stack.
+            unsafe { &*td.swctl.get() }.switched_in(self.id);
+        }
         self.cur.set(t.as_ptr());
         // A thread's turn lasts at least until the next tick after it
         // starts (ticks that passed while others ran do not count).
@@ -198,6 +203,10 @@ impl Core {
         self.cur.set(back);
         let f = td.flags.get() & !tdf::RUNNING;
         td.flags.set(f);
+        if f & tdf::SWCTL != 0 {
+            // SAFETY: as above (a thread that returned cleared SWCTL first).
+            unsafe { &*td.swctl.get() }.switched_out(f & (tdf::SLEEPING | tdf::PARKED) != 0);
+        }
         match res {
             corosensei::CoroutineResult::Yield(()) if f & tdf::MIGRATING == 0 => {}
             corosensei::CoroutineResult::Yield(()) => self.migrate_switched_out(t),
