@@ -18,7 +18,8 @@
 //! The layers, bottom up (each imports only the ones below it; see
 //! `ARCHITECTURE.md` in the repository):
 //! `sync`, `error`, `priority`, `stats` → `stack`, `ipi`, `tokref` →
-//! `sched` → `thread` → `token` → `runtime`.
+//! `sched` → `thread` → `token` → `runtime`, and `lwp` (NetBSD's LWP
+//! lifecycle) on top.
 #![warn(missing_docs, unreachable_pub, unsafe_op_in_unsafe_fn)]
 
 #[cfg(not(loom))]

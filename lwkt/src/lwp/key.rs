@@ -1,6 +1,13 @@
 //! LWP-specific data (`lwp_specific_key_create`, `lwp_setspecific`,
 //! `lwp_getspecific`): a [`Key<T>`] names one value per LWP, with an
 //! optional destructor that runs when the LWP exits.
+//!
+//! Values set during destructors: none can be. A destructor receives only
+//! its value (no [`CurThread`]), and every `Key` method needs the LWP's
+//! `CurThread`, so the type system rules it out; one round of destructors
+//! at exit sees every value (POSIX needs up to
+//! `PTHREAD_DESTRUCTOR_ITERATIONS` rounds because its destructors can call
+//! `pthread_setspecific`).
 
 use std::any::Any;
 use std::marker::PhantomData;
@@ -8,12 +15,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{current_ctx, LwpCtx};
 use crate::thread::CurThread;
-
-/// How many rounds of destructors run at exit: values set by a destructor
-/// are destroyed in the next round; after the last round a value set by a
-/// destructor is dropped at once (its destructor function is not called).
-/// Like POSIX's `PTHREAD_DESTRUCTOR_ITERATIONS`.
-pub const DESTRUCTOR_ROUNDS: usize = 4;
 
 /// Key ids are process-wide and never reused (0 means "not yet given").
 static NEXT_KEY: AtomicUsize = AtomicUsize::new(1);
@@ -113,11 +114,6 @@ impl<T: Send + 'static> Key<T> {
             v: Some(v),
             dtor: self.dtor,
         });
-        if ctx.specific_closed() {
-            // After the last destructor round: dropped at once.
-            drop(slot);
-            return None;
-        }
         let old = ctx.specific_replace(id, Some(slot));
         old.and_then(|mut s| {
             s.as_any()

@@ -65,7 +65,7 @@ mod key;
 mod signal;
 
 pub use error::LwpError;
-pub use key::{Key, DESTRUCTOR_ROUNDS};
+pub use key::Key;
 pub use signal::{SigSet, Signal};
 
 use std::collections::BTreeMap;
@@ -498,14 +498,9 @@ pub(crate) struct LwpCtx {
     /// (every `Key` method takes its `CurThread`); the mutex is never
     /// contended.
     specific: Mutex<Vec<Option<Box<dyn Slot>>>>,
-    closed: AtomicBool,
 }
 
 impl LwpCtx {
-    pub(crate) fn specific_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
-    }
-
     fn specific(&self) -> MutexGuard<'_, Vec<Option<Box<dyn Slot>>>> {
         self.specific.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -517,9 +512,8 @@ impl LwpCtx {
     ) -> Option<Box<dyn Slot>> {
         let mut s = self.specific();
         if s.len() <= id {
-            if v.is_none() {
-                return None;
-            }
+            // Nothing stored under this key: removing is a no-op.
+            v.as_ref()?;
             s.resize_with(id + 1, || None);
         }
         std::mem::replace(&mut s[id], v)
@@ -537,21 +531,13 @@ impl LwpCtx {
         }
     }
 
-    /// Runs the key destructors in rounds (see [`DESTRUCTOR_ROUNDS`]).
+    /// Runs the key destructors (one round: see `key.rs` for why no
+    /// value can be set meanwhile).
     fn run_destructors(&self) {
-        for _ in 0..DESTRUCTOR_ROUNDS {
-            let taken = std::mem::take(&mut *self.specific());
-            if taken.iter().all(Option::is_none) {
-                break;
-            }
-            for s in taken.into_iter().flatten() {
-                s.destroy();
-            }
+        let taken = std::mem::take(&mut *self.specific());
+        for s in taken.into_iter().flatten() {
+            s.destroy();
         }
-        self.closed.store(true, Ordering::Relaxed);
-        // Values set by the last round: dropped without their destructor.
-        let rest = std::mem::take(&mut *self.specific());
-        drop(rest);
     }
 
     /// The stop loop (`lwp_userret`): unwinds if the process is exiting,
@@ -566,6 +552,9 @@ impl LwpCtx {
             let mut st = p.lock();
             if st.exit_req.is_some() {
                 drop(st);
+                // Unwind as a running thread: with its tokens held, as the
+                // code it unwinds through expects.
+                td.reacquire_tokens();
                 resume_unwind(Box::new(LwpExit(0)));
             }
             let stopping = st.stopping;
@@ -577,6 +566,11 @@ impl LwpCtx {
             } else {
                 LwpState::Run
             };
+            if new != LwpState::Run {
+                // Stopped implies holding no token: let go before anyone
+                // can see the new state.
+                td.release_tokens_early();
+            }
             let changed = rec.state != new;
             st.set_state(lid, new);
             let waiters = changed && st.nwait > 0;
@@ -585,10 +579,12 @@ impl LwpCtx {
                 p.wake_waiters();
             }
             if new == LwpState::Run {
+                td.reacquire_tokens();
                 return;
             }
             td.park_raw();
             if td.thread().has(tdf::CANCEL) {
+                td.reacquire_tokens();
                 return; // the runtime is shutting down: it unwinds us
             }
         }
@@ -634,7 +630,6 @@ where
         lwp: lwp.clone(),
         exiting: AtomicBool::new(false),
         specific: Mutex::new(Vec::new()),
-        closed: AtomicBool::new(false),
     });
     {
         let th = td.thread();
@@ -1412,13 +1407,19 @@ impl Proc {
     /// stops, suspensions and parks), and the caller unwinds now. The
     /// first exit request wins; a later one does not change the status.
     ///
+    /// A borrow of token data cannot be alive across it (not even one
+    /// whose destructor would use it while the stack unwinds):
+    ///
     /// ```compile_fail,E0499
     /// static T: lwkt::Token<u32> = lwkt::Token::new("t", 0);
+    /// struct Use<'a>(&'a mut u32);
+    /// impl Drop for Use<'_> {
+    ///     fn drop(&mut self) { *self.0 += 1; }
+    /// }
     /// fn f(td: &mut lwkt::CurThread, p: &lwkt::lwp::Proc) {
     ///     let g = td.get_token(&T);
-    ///     let v = g.get(td);
+    ///     let _v = Use(g.get(td));
     ///     p.exit(td, 1);
-    ///     *v += 1;
     /// }
     /// ```
     ///
@@ -1617,6 +1618,12 @@ impl Proc {
             .get(&lid.0)
             .map(|r| LwpRef { lwp: r.lwp.clone() })
             .ok_or_else(|| self.err_srch(lid.0))
+    }
+
+    /// Whether an exit (or kill) was asked for, or the process has ended.
+    pub fn is_exiting(&self) -> bool {
+        let st = self.inner.lock();
+        st.exit_req.is_some() || st.status.is_some()
     }
 
     /// The process's exit status, once it has ended.
@@ -1846,13 +1853,19 @@ impl CurThread {
     /// its key destructors, and leaves a zombie for [`Proc::wait`] (or
     /// none, if detached). The last LWP's exit ends the process.
     ///
+    /// A borrow of token data cannot be alive across it (not even one
+    /// whose destructor would use it while the stack unwinds):
+    ///
     /// ```compile_fail,E0499
     /// static T: lwkt::Token<u32> = lwkt::Token::new("t", 0);
+    /// struct Use<'a>(&'a mut u32);
+    /// impl Drop for Use<'_> {
+    ///     fn drop(&mut self) { *self.0 += 1; }
+    /// }
     /// fn f(td: &mut lwkt::CurThread) {
     ///     let g = td.get_token(&T);
-    ///     let v = g.get(td);
+    ///     let _v = Use(g.get(td));
     ///     td.lwp_exit(0);
-    ///     *v += 1;
     /// }
     /// ```
     ///

@@ -179,6 +179,30 @@ impl CurThread {
         self.core().park_cur(self.thread());
     }
 
+    /// Releases the thread's tokens now, before it publishes that it is
+    /// stopping (so "stopped" implies "holds no token"). The thread must
+    /// not touch token data until [`reacquire_tokens`](Self::reacquire_tokens):
+    /// only the upper layer's stop loop, which has no guard in hand, calls
+    /// this, and it always ends with `reacquire_tokens`.
+    pub(crate) fn release_tokens_early(&mut self) {
+        let td = self.thread();
+        if !td.toks.is_empty() {
+            td.toks.release_all();
+        }
+    }
+
+    /// Gets back every token released by
+    /// [`release_tokens_early`](Self::release_tokens_early) (a park that
+    /// returned at once, on a permit, never went through the scheduler,
+    /// which re-acquires them otherwise): waits for them like a blocked
+    /// acquisition.
+    pub(crate) fn reacquire_tokens(&mut self) {
+        let td = self.thread();
+        if !td.toks.is_empty() && !td.toks.all_held() {
+            self.core().block_for_tokens(self.t, td);
+        }
+    }
+
     /// Whether the upper layer wants interruptible sleeps to fail now.
     #[inline]
     fn sleep_interrupted_by_upcall(&self) -> bool {
