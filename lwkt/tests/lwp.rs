@@ -106,6 +106,11 @@ fn netbsd_error_matrix() {
             |td| {
                 let p = td.proc().unwrap();
                 let me = td.lid().unwrap();
+                // A bystander keeps running, so the "everyone waits" count
+                // cannot be what catches it.
+                let stop = Arc::new(AtomicBool::new(false));
+                p.create_lwp(td, LwpBuilder::new().cpu(1), spinner(stop.clone()))
+                    .unwrap();
                 let p2 = p.clone();
                 let t = p
                     .create_lwp(td, LwpBuilder::new().cpu(1), move |td| {
@@ -120,6 +125,7 @@ fn netbsd_error_matrix() {
                 });
                 let r = p.wait(td, Some(t));
                 p.signal_lwp(t, Signal::USR1).unwrap();
+                stop.store(true, Ordering::Release);
                 ok(r)
             },
         ),
@@ -127,7 +133,12 @@ fn netbsd_error_matrix() {
             let p = td.proc().unwrap();
             let me = td.lid().unwrap();
             // t2 waits for t3 (created suspended so its lid is known
-            // first), t3 waits for t1 (us); then we wait for t2.
+            // first), t3 waits for t1 (us); then we wait for t2. A
+            // bystander keeps running: only the cycle rule can catch it
+            // (the seed's direct check and its count both miss it).
+            let stop = Arc::new(AtomicBool::new(false));
+            p.create_lwp(td, LwpBuilder::new().cpu(1), spinner(stop.clone()))
+                .unwrap();
             let p3 = p.clone();
             let t3 = p
                 .create_lwp(
@@ -152,6 +163,7 @@ fn netbsd_error_matrix() {
             });
             let r = p.wait(td, Some(t2));
             p.signal(Signal::USR1);
+            stop.store(true, Ordering::Release);
             ok(r)
         }),
         ("every other live LWP is waiting", LwpError::EDEADLK, |td| {
@@ -1147,4 +1159,149 @@ fn stress_one(seed: u64) {
             r.lid()
         );
     }
+}
+
+/// Two LWPs wait for the same target on different CPUs: exactly one
+/// collects it, the other finds no candidate left (`ESRCH`).
+#[test]
+fn two_waiters_on_one_target_across_cpus() {
+    for round in 0..20 {
+        bounded(30, &format!("two waiters {round}"), || {
+            in_proc(2, |td| {
+                let p = td.proc().unwrap();
+                let go = Arc::new(AtomicBool::new(false));
+                let g = go.clone();
+                let target = p
+                    .create_lwp(td, LwpBuilder::new().cpu(1), move |td| {
+                        while !g.load(Ordering::Acquire) {
+                            td.yield_now();
+                        }
+                        9
+                    })
+                    .unwrap();
+                let res = Arc::new(Mutex::new(Vec::new()));
+                let mut ws = Vec::new();
+                for cpu in 0..2 {
+                    let (p2, r2) = (p.clone(), res.clone());
+                    ws.push(
+                        p.create_lwp(td, LwpBuilder::new().cpu(cpu), move |td| {
+                            let r = p2.wait(td, Some(target));
+                            r2.lock().unwrap().push(r.map_err(|e| e.errno()));
+                            0
+                        })
+                        .unwrap(),
+                    );
+                }
+                yield_until(td, "both waiters asleep", || {
+                    ws.iter().all(|&w| p.state(w) == Some(LwpState::Sleep))
+                });
+                go.store(true, Ordering::Release);
+                for w in ws {
+                    p.wait(td, Some(w)).unwrap();
+                }
+                let mut r = res.lock().unwrap().clone();
+                r.sort();
+                assert_eq!(r, vec![Ok((target, 9)), Err(LwpError::ESRCH)]);
+                0
+            })
+        });
+    }
+}
+
+/// Detaching the LWP another waits for ends that wait with `ESRCH` (a
+/// detached LWP is no candidate), and the detached LWP is reaped by
+/// itself when it exits.
+#[test]
+fn detach_while_waited_for_gives_esrch() {
+    bounded(30, "wait vs detach", || {
+        in_proc(2, |td| {
+            let p = td.proc().unwrap();
+            let go = Arc::new(AtomicBool::new(false));
+            let g = go.clone();
+            let target = p
+                .create_lwp(td, LwpBuilder::new().cpu(1), move |td| {
+                    while !g.load(Ordering::Acquire) {
+                        td.yield_now();
+                    }
+                    0
+                })
+                .unwrap();
+            let r = p.lwp_ref(target).unwrap();
+            let out = Arc::new(Mutex::new(None));
+            let (p2, o2) = (p.clone(), out.clone());
+            let w = p
+                .create_lwp(td, LwpBuilder::new(), move |td| {
+                    *o2.lock().unwrap() = Some(p2.wait(td, Some(target)).map_err(|e| e.errno()));
+                    0
+                })
+                .unwrap();
+            yield_until(td, "the waiter", || p.state(w) == Some(LwpState::Sleep));
+            p.detach(target).unwrap();
+            p.wait(td, Some(w)).unwrap();
+            assert_eq!(out.lock().unwrap().take(), Some(Err(LwpError::ESRCH)));
+            go.store(true, Ordering::Release);
+            yield_until(td, "the detached LWP reaped", || r.is_freed());
+            assert_eq!(p.state(target), None);
+            0
+        })
+    });
+}
+
+/// A new LWP starts `Stop` while its process is stopped, and `Suspended`
+/// when its creator has a suspend request pending.
+#[test]
+fn start_state_follows_the_process_and_the_creator() {
+    bounded(30, "start states", || {
+        in_proc(2, |td| {
+            let p = td.proc().unwrap();
+            // Stopped process: a helper on CPU 1 stops it, creates, then
+            // looks at the new LWP's state before continuing.
+            let (p2, seen) = (p.clone(), Arc::new(Mutex::new(None)));
+            let s2 = seen.clone();
+            let h = p
+                .create_lwp(td, LwpBuilder::new().cpu(1), move |td| {
+                    p2.stop();
+                    let l = p2.create_lwp(td, LwpBuilder::new(), |_| 0).unwrap();
+                    *s2.lock().unwrap() = Some((l, p2.state(l)));
+                    p2.cont();
+                    0
+                })
+                .unwrap();
+            p.wait(td, Some(h)).unwrap();
+            let (l, st) = seen.lock().unwrap().take().unwrap();
+            assert_eq!(st, Some(LwpState::Stop));
+            p.wait(td, Some(l)).unwrap();
+
+            // A creator with a suspend request pending (it has not reached
+            // a switch point yet) creates its LWP suspended.
+            let asked = Arc::new(AtomicBool::new(false));
+            let (a2, p3, s3) = (asked.clone(), p.clone(), seen.clone());
+            let c = p
+                .create_lwp(td, LwpBuilder::new().cpu(1), move |td| {
+                    while !a2.load(Ordering::Acquire) {
+                        std::hint::spin_loop();
+                    }
+                    let l = p3.create_lwp(td, LwpBuilder::new(), |_| 0).unwrap();
+                    *s3.lock().unwrap() = Some((l, p3.state(l)));
+                    td.yield_now(); // suspended here
+                    0
+                })
+                .unwrap();
+            yield_until(td, "the creator to run", || {
+                p.state(c) == Some(LwpState::OnProc)
+            });
+            p.suspend(td, c).unwrap();
+            asked.store(true, Ordering::Release);
+            yield_until(td, "the creator suspended", || {
+                p.state(c) == Some(LwpState::Suspended)
+            });
+            let (l, st) = seen.lock().unwrap().take().unwrap();
+            assert_eq!(st, Some(LwpState::Suspended));
+            p.resume(c).unwrap();
+            p.resume(l).unwrap();
+            p.wait(td, Some(c)).unwrap();
+            p.wait(td, Some(l)).unwrap();
+            0
+        })
+    });
 }
