@@ -13,7 +13,7 @@ use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{current_ctx, LwpCtx};
+use super::{current_ctx, Lwp};
 use crate::thread::CurThread;
 
 /// Key ids are process-wide and never reused (0 means "not yet given").
@@ -98,7 +98,7 @@ impl<T: Send + 'static> Key<T> {
         }
     }
 
-    fn ctx(td: &CurThread) -> Option<&LwpCtx> {
+    fn ctx(td: &CurThread) -> Option<&Lwp> {
         current_ctx(td)
     }
 

@@ -68,11 +68,10 @@ pub use error::LwpError;
 pub use key::Key;
 pub use signal::{SigSet, Signal};
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::error::SleepError;
 use crate::priority::Priority;
@@ -331,12 +330,12 @@ struct ProcInner {
 
 #[derive(Default)]
 struct ProcState {
-    lwps: BTreeMap<u32, LwpRec>,
+    lwps: LwpTable,
     next_lid: u32,
     /// LWPs not yet zombies (IDL included).
     nlive: usize,
-    /// LWPs in our RUN state (running, runnable or asleep): NetBSD's
-    /// `p_nrlwps`.
+    /// LWPs in our RUN state (running, runnable or asleep), or IDL (about
+    /// to run): NetBSD's `p_nrlwps`.
     nrun: usize,
     /// Zombies not collected yet (`p_nzlwps`).
     nzomb: usize,
@@ -352,6 +351,63 @@ struct ProcState {
     sigpend: SigSet,
     /// Set when the last LWP exited.
     status: Option<ExitStatus>,
+}
+
+/// A process's LWP records, by lid. Lids only grow, so appending keeps the
+/// table sorted: lookups are a binary search, creation a push, and scans go
+/// in lid order. Freeing shifts the records after it (cheap next to the
+/// rest of an exit for the process sizes this is built for; NetBSD's seed
+/// keeps a plain list it scans linearly).
+#[derive(Default)]
+struct LwpTable {
+    v: Vec<(u32, LwpRec)>,
+}
+
+impl LwpTable {
+    fn pos(&self, lid: u32) -> Option<usize> {
+        self.v.binary_search_by_key(&lid, |e| e.0).ok()
+    }
+    fn get(&self, lid: &u32) -> Option<&LwpRec> {
+        self.pos(*lid).map(|i| &self.v[i].1)
+    }
+    fn get_mut(&mut self, lid: &u32) -> Option<&mut LwpRec> {
+        self.pos(*lid).map(|i| &mut self.v[i].1)
+    }
+    /// Adds a record; `lid` must be above every lid in the table.
+    fn insert(&mut self, lid: u32, rec: LwpRec) {
+        debug_assert!(self.v.last().map_or(true, |e| e.0 < lid));
+        self.v.push((lid, rec));
+    }
+    fn remove(&mut self, lid: &u32) -> Option<LwpRec> {
+        self.pos(*lid).map(|i| self.v.remove(i).1)
+    }
+    fn len(&self) -> usize {
+        self.v.len()
+    }
+    fn iter(&self) -> impl Iterator<Item = (&u32, &LwpRec)> {
+        self.v.iter().map(|(l, r)| (l, r))
+    }
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&u32, &mut LwpRec)> {
+        self.v.iter_mut().map(|(l, r)| (&*l, r))
+    }
+    fn values(&self) -> impl Iterator<Item = &LwpRec> {
+        self.v.iter().map(|(_, r)| r)
+    }
+}
+
+impl std::ops::Index<&u32> for LwpTable {
+    type Output = LwpRec;
+    fn index(&self, lid: &u32) -> &LwpRec {
+        self.get(lid).expect("lwkt: LWP record missing")
+    }
+}
+
+impl IntoIterator for LwpTable {
+    type Item = (u32, LwpRec);
+    type IntoIter = std::vec::IntoIter<(u32, LwpRec)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.v.into_iter()
+    }
 }
 
 struct LwpRec {
@@ -372,8 +428,9 @@ struct LwpRec {
     thread: Option<ThreadRef>,
 }
 
-/// The part of an LWP others may hold on to ([`LwpRef`]).
-struct Lwp {
+/// An LWP: what others may hold on to ([`LwpRef`]), and the hook its own
+/// thread carries (the core's [`Upcall`]). One allocation per LWP.
+pub(crate) struct Lwp {
     lid: u32,
     proc: Arc<ProcInner>,
     /// The `lwpctl` block the switch path updates.
@@ -382,8 +439,20 @@ struct Lwp {
     /// signal, a suspend, stop or exit request). Written under the
     /// process lock.
     intr: AtomicBool,
-    exit_value: OnceLock<i32>,
+    /// The exit value, valid once `exited` is set.
+    exit_value: AtomicI32,
+    exited: AtomicBool,
     reaped: AtomicBool,
+    /// Set once the LWP is exiting: no more stops, no more exit unwinds.
+    /// Only its own thread writes it.
+    exiting: AtomicBool,
+    /// LWP-specific data, by key id. Only the LWP itself touches it
+    /// (every `Key` method takes its `CurThread`), so the mutex is never
+    /// contended.
+    specific: Mutex<Vec<Option<Box<dyn Slot>>>>,
+    /// Whether anything was ever stored in `specific` (its own thread
+    /// writes it; spares exiting LWPs that never used a key the lock).
+    has_specific: AtomicBool,
 }
 
 /// The payload an exiting LWP unwinds with.
@@ -415,10 +484,13 @@ impl ProcState {
             return;
         }
         rec.state = new;
-        if old == LwpState::Run {
+        // An LWP being created counts as running: it is about to run, and
+        // may exit and be collected.
+        let runs = |s| matches!(s, LwpState::Run | LwpState::Idl);
+        if runs(old) {
             self.nrun -= 1;
         }
-        if new == LwpState::Run {
+        if runs(new) {
             self.nrun += 1;
         }
         if new == LwpState::Zomb {
@@ -469,6 +541,22 @@ impl ProcState {
             .collect()
     }
 
+    /// Undoes a wait's bookkeeping (`lwp_wait1`'s exit path).
+    fn leave_wait(&mut self, me: u32, want: u32) {
+        if want != 0 {
+            if let Some(r) = self.lwps.get_mut(&want) {
+                if r.waiter == me {
+                    r.waiter = 0;
+                }
+            }
+        }
+        self.nwait -= 1;
+        if let Some(r) = self.lwps.get_mut(&me) {
+            r.waiting = false;
+            r.waitingfor = 0;
+        }
+    }
+
     /// Whether following "waiting for" links from `from` comes back to
     /// `me` (a wait cycle of any length).
     fn cycle(&self, from: u32, me: u32) -> bool {
@@ -489,18 +577,7 @@ impl ProcState {
     }
 }
 
-/// What an LWP's thread carries (the core's [`Upcall`] hook).
-pub(crate) struct LwpCtx {
-    lwp: Arc<Lwp>,
-    /// Set once the LWP is exiting: no more stops, no more exit unwinds.
-    exiting: AtomicBool,
-    /// LWP-specific data, by key id. Only the LWP itself touches it
-    /// (every `Key` method takes its `CurThread`); the mutex is never
-    /// contended.
-    specific: Mutex<Vec<Option<Box<dyn Slot>>>>,
-}
-
-impl LwpCtx {
+impl Lwp {
     fn specific(&self) -> MutexGuard<'_, Vec<Option<Box<dyn Slot>>>> {
         self.specific.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -515,6 +592,7 @@ impl LwpCtx {
             // Nothing stored under this key: removing is a no-op.
             v.as_ref()?;
             s.resize_with(id + 1, || None);
+            self.has_specific.store(true, Ordering::Relaxed);
         }
         std::mem::replace(&mut s[id], v)
     }
@@ -534,6 +612,9 @@ impl LwpCtx {
     /// Runs the key destructors (one round: see `key.rs` for why no
     /// value can be set meanwhile).
     fn run_destructors(&self) {
+        if !self.has_specific.load(Ordering::Relaxed) {
+            return;
+        }
         let taken = std::mem::take(&mut *self.specific());
         for s in taken.into_iter().flatten() {
             s.destroy();
@@ -546,8 +627,8 @@ impl LwpCtx {
         if self.exiting.load(Ordering::Relaxed) {
             return;
         }
-        let p = &*self.lwp.proc;
-        let lid = self.lwp.lid;
+        let p = &*self.proc;
+        let lid = self.lid;
         loop {
             let mut st = p.lock();
             if st.exit_req.is_some() {
@@ -591,23 +672,27 @@ impl LwpCtx {
     }
 }
 
-impl Upcall for LwpCtx {
+impl Upcall for Lwp {
     fn at_switch_point(&self, td: &mut CurThread) {
         self.stop_point(td);
     }
 
     fn interrupts_sleep(&self) -> bool {
-        !self.exiting.load(Ordering::Relaxed) && self.lwp.intr.load(Ordering::Acquire)
+        !self.exiting.load(Ordering::Relaxed) && self.intr.load(Ordering::Acquire)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
+    }
 }
 
 /// The running LWP's context, if the calling thread is an LWP.
-pub(crate) fn current_ctx(td: &CurThread) -> Option<&LwpCtx> {
-    td.upcall()?.as_any().downcast_ref::<LwpCtx>()
+pub(crate) fn current_ctx(td: &CurThread) -> Option<&Lwp> {
+    td.upcall()?.as_any().downcast_ref::<Lwp>()
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -626,11 +711,6 @@ where
     F: FnOnce(&mut CurThread) -> i32,
 {
     let p = lwp.proc.clone();
-    let ctx = Arc::new(LwpCtx {
-        lwp: lwp.clone(),
-        exiting: AtomicBool::new(false),
-        specific: Mutex::new(Vec::new()),
-    });
     {
         let th = td.thread();
         th.swctl.set(&lwp.ctl);
@@ -638,17 +718,15 @@ where
         th.lwp_tag.set((p.pid, lwp.lid));
     }
     lwp.ctl.switched_in(td.cpu());
-    td.set_upcall(Some(ctx.clone()));
-    {
-        // From here on, requests reach this thread by upcall; requests
-        // made before are seen by the first stop point below.
-        let mut st = p.lock();
-        if let Some(rec) = st.lwps.get_mut(&lwp.lid) {
-            rec.thread = Some(td.thread_ref());
-        }
-    }
+    td.set_upcall(Some(lwp.clone()));
+    // Requests made before the creator registered this thread (it does so
+    // right after the spawn) are seen here, or the creator forwards them
+    // (see `create`).
+    let ctx = &lwp;
     let r = catch_unwind(AssertUnwindSafe(|| {
-        ctx.stop_point(td);
+        if ctx.intr.load(Ordering::Acquire) {
+            ctx.stop_point(td);
+        }
         f(td)
     }));
     ctx.exiting.store(true, Ordering::Relaxed);
@@ -699,7 +777,8 @@ fn finish_ctl(td: &mut CurThread, lwp: &Lwp) {
 /// An LWP's exit bookkeeping (the end of `lwp_exit`): zombie (or freed at
 /// once when detached); the process ends with its last LWP.
 fn lwp_exited(p: &Arc<ProcInner>, lwp: &Lwp, value: i32, why: Option<ExitStatus>) {
-    let _ = lwp.exit_value.set(value);
+    lwp.exit_value.store(value, Ordering::Relaxed);
+    lwp.exited.store(true, Ordering::Release);
     let mut st = p.lock();
     let mut others = Vec::new();
     if let Some(w) = why {
@@ -731,9 +810,12 @@ fn lwp_exited(p: &Arc<ProcInner>, lwp: &Lwp, value: i32, why: Option<ExitStatus>
         st.nzomb = 0;
         st.ndetached = 0;
     }
+    let waiters = st.nwait > 0;
     drop(st);
     kick_exit(others);
-    p.wake_waiters();
+    if waiters {
+        p.wake_waiters();
+    }
     if finished {
         p.done_cv.notify_all();
         p.handle.wakeup(&p.done_chan);
@@ -959,7 +1041,7 @@ impl Proc {
     /// The caller's lid, if it is an LWP of this process.
     fn my_lid(&self, td: &CurThread) -> Option<u32> {
         let ctx = current_ctx(td)?;
-        Arc::ptr_eq(&ctx.lwp.proc, &self.inner).then_some(ctx.lwp.lid)
+        Arc::ptr_eq(&ctx.proc, &self.inner).then_some(ctx.lid)
     }
 
     /// Creates an LWP in this process (`lwp_create`), running `f`; its
@@ -1023,8 +1105,12 @@ impl Proc {
                 proc: p.clone(),
                 ctl: SwitchCtl::new(),
                 intr: AtomicBool::new(false),
-                exit_value: OnceLock::new(),
+                exit_value: AtomicI32::new(0),
+                exited: AtomicBool::new(false),
                 reaped: AtomicBool::new(false),
+                exiting: AtomicBool::new(false),
+                specific: Mutex::new(Vec::new()),
+                has_specific: AtomicBool::new(false),
             });
             let detached = b.flags.contains(LwpFlags::DETACHED);
             let rec = LwpRec {
@@ -1042,6 +1128,7 @@ impl Proc {
             st.refresh(&rec);
             st.lwps.insert(lid, rec);
             st.nlive += 1;
+            st.nrun += 1; // Idl counts as running (see set_state)
             if detached {
                 st.ndetached += 1;
             }
@@ -1053,25 +1140,40 @@ impl Proc {
         let l2 = lwp.clone();
         let body = move |td: &mut CurThread| lwp_main(td, l2, f);
         let spawned = match via {
-            Via::Td(td) => tb.spawn(td, body).map(drop),
-            Via::Handle(h) => tb.spawn_from(h, body).map(drop),
+            Via::Td(td) => tb.spawn(td, body),
+            Via::Handle(h) => tb.spawn_from(h, body),
         };
-        if let Err(e) = spawned {
-            let mut st = p.lock();
-            if let Some(rec) = st.lwps.remove(&lid) {
-                st.nlive -= 1;
-                if rec.detached {
-                    st.ndetached -= 1;
+        let thread = match spawned {
+            Ok(jh) => jh.thread(),
+            Err(e) => {
+                let mut st = p.lock();
+                if let Some(rec) = st.lwps.remove(&lid) {
+                    st.nlive -= 1;
+                    if rec.state == LwpState::Idl {
+                        st.nrun -= 1;
+                    }
+                    if rec.detached {
+                        st.ndetached -= 1;
+                    }
                 }
+                return Err(LwpError::Create {
+                    pid: p.pid,
+                    why: e.to_string(),
+                });
             }
-            return Err(LwpError::Create {
-                pid: p.pid,
-                why: e.to_string(),
-            });
-        }
+        };
         let mut st = p.lock();
         let stopping = st.stopping;
-        if let Some(rec) = st.lwps.get(&lid) {
+        let mut forward = false;
+        if let Some(rec) = st.lwps.get_mut(&lid) {
+            // From here on requests reach the thread by upcall. One made
+            // since the insert above (the level is set) may have missed
+            // it: forward it now (the thread may have passed its first
+            // stop point already).
+            forward = rec.lwp.intr.load(Ordering::Acquire);
+            if rec.state != LwpState::Zomb {
+                rec.thread = Some(thread.clone());
+            }
             if rec.state == LwpState::Idl {
                 let new = if rec.suspend_req {
                     LwpState::Suspended
@@ -1085,6 +1187,9 @@ impl Proc {
         }
         let waiters = st.nwait > 0;
         drop(st);
+        if forward {
+            thread.upcall(true);
+        }
         if waiters {
             p.wake_waiters();
         }
@@ -1127,6 +1232,7 @@ impl Proc {
         };
         let want = lid.map_or(0, |l| l.0);
         {
+            // Announce ourselves and look once, under one lock.
             let mut st = p.lock();
             st.nwait += 1;
             let r = st
@@ -1135,20 +1241,40 @@ impl Proc {
                 .expect("lwkt: live LWP without a record");
             r.waiting = true;
             r.waitingfor = want;
+            if let Some(r) = self.try_collect(&mut st, me, want) {
+                return self.wait_done(st, me, want, r);
+            }
         }
-        // Undone on every way out, unwinding included (an exit request
-        // can unwind the LWP from inside the sleep).
-        let _leave = WaitGuard {
+        // Undone on every way out below, unwinding included (an exit
+        // request can unwind the LWP from inside a switch point here).
+        let mut leave = WaitGuard {
             p: p.clone(),
             me,
             want,
+            armed: true,
         };
+        // A new LWP on this CPU is usually queued behind us and only needs
+        // a turn to finish: give it one before paying for a sleep.
+        td.yield_now();
+        let mut interlocked = false;
         loop {
-            td.sleep_interlock(&p.wait_chan);
-            let step = self.try_collect(&mut p.lock(), me, want);
-            if let Some(r) = step {
-                td.sleep_remove();
-                return r;
+            if interlocked {
+                td.sleep_interlock(&p.wait_chan);
+            }
+            let mut st = p.lock();
+            if let Some(r) = self.try_collect(&mut st, me, want) {
+                leave.armed = false;
+                let out = self.wait_done(st, me, want, r);
+                if interlocked {
+                    td.sleep_remove();
+                }
+                return out;
+            }
+            drop(st);
+            if !interlocked {
+                // Look again with the interlock before sleeping.
+                interlocked = true;
+                continue;
             }
             match td.sleep(
                 &p.wait_chan,
@@ -1177,6 +1303,25 @@ impl Proc {
                 }
             }
         }
+    }
+
+    /// Ends a wait that is over: undoes its bookkeeping under the lock it
+    /// was decided under, and lets the other waiters look again (a target
+    /// they wanted may be gone).
+    fn wait_done(
+        &self,
+        mut st: MutexGuard<'_, ProcState>,
+        me: u32,
+        want: u32,
+        r: Result<(Lid, i32), LwpError>,
+    ) -> Result<(Lid, i32), LwpError> {
+        st.leave_wait(me, want);
+        let others = st.nwait > 0;
+        drop(st);
+        if others {
+            self.inner.wake_waiters();
+        }
+        r
     }
 
     /// One pass of `lwp_wait1`'s scan, under the lock: `Some` when the
@@ -1642,25 +1787,21 @@ struct WaitGuard {
     p: Arc<ProcInner>,
     me: u32,
     want: u32,
+    armed: bool,
 }
 
 impl Drop for WaitGuard {
     fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
         let mut st = self.p.lock();
-        if self.want != 0 {
-            if let Some(r) = st.lwps.get_mut(&self.want) {
-                if r.waiter == self.me {
-                    r.waiter = 0;
-                }
-            }
-        }
-        st.nwait -= 1;
-        if let Some(r) = st.lwps.get_mut(&self.me) {
-            r.waiting = false;
-            r.waitingfor = 0;
-        }
+        st.leave_wait(self.me, self.want);
+        let others = st.nwait > 0;
         drop(st);
-        self.p.wake_waiters();
+        if others {
+            self.p.wake_waiters();
+        }
     }
 }
 
@@ -1771,7 +1912,10 @@ impl LwpRef {
 
     /// Its exit value, once it exited.
     pub fn exit_value(&self) -> Option<i32> {
-        self.lwp.exit_value.get().copied()
+        self.lwp
+            .exited
+            .load(Ordering::Acquire)
+            .then(|| self.lwp.exit_value.load(Ordering::Relaxed))
     }
 
     /// Whether it was collected (or freed as detached, or with its
@@ -1799,13 +1943,13 @@ impl CurThread {
     /// The process this thread is an LWP of, if it is one.
     pub fn proc(&self) -> Option<Proc> {
         current_ctx(self).map(|c| Proc {
-            inner: c.lwp.proc.clone(),
+            inner: c.proc.clone(),
         })
     }
 
     /// This LWP's id, if the thread is an LWP.
     pub fn lid(&self) -> Option<Lid> {
-        current_ctx(self).map(|c| Lid(c.lwp.lid))
+        current_ctx(self).map(|c| Lid(c.lid))
     }
 
     /// The signals pending for this LWP or its process (empty for a plain
@@ -1814,8 +1958,8 @@ impl CurThread {
         let Some(c) = current_ctx(self) else {
             return SigSet::EMPTY;
         };
-        let st = c.lwp.proc.lock();
-        let mine = st.lwps.get(&c.lwp.lid).map_or(SigSet::EMPTY, |r| r.sigpend);
+        let st = c.proc.lock();
+        let mine = st.lwps.get(&c.lid).map_or(SigSet::EMPTY, |r| r.sigpend);
         mine.union(st.sigpend)
     }
 
@@ -1824,8 +1968,8 @@ impl CurThread {
     /// is pending.
     pub fn sigtake(&mut self) -> Option<Signal> {
         let c = current_ctx(self)?;
-        let mut st = c.lwp.proc.lock();
-        let lid = c.lwp.lid;
+        let mut st = c.proc.lock();
+        let lid = c.lid;
         let own = st.lwps.get(&lid).and_then(|r| r.sigpend.first());
         let sig = match own {
             Some(s) => {
@@ -1845,7 +1989,8 @@ impl CurThread {
     /// This LWP's `lwpctl` block (`_lwp_ctl`), if the thread is an LWP.
     #[doc(alias = "_lwp_ctl")]
     pub fn lwpctl(&self) -> Option<LwpCtl> {
-        current_ctx(self).map(|c| LwpCtl { lwp: c.lwp.clone() })
+        let lwp = self.upcall()?.clone().into_any().downcast::<Lwp>().ok()?;
+        Some(LwpCtl { lwp })
     }
 
     /// Ends this LWP (`lwp_exit`) with `value`: unwinds its stack (its

@@ -77,6 +77,8 @@ pub(crate) trait Upcall: Send + Sync + 'static {
     fn interrupts_sleep(&self) -> bool;
     /// For the upper layer to find its own type again.
     fn as_any(&self) -> &dyn Any;
+    /// The same, keeping the reference.
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
 impl fmt::Debug for CurThread {
