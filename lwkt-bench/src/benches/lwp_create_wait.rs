@@ -62,12 +62,15 @@ fn runtime() -> Result<lwkt::Runtime, String> {
 fn lwkt_lwp(ctx: &Ctx) -> RunResult {
     let ctx = *ctx;
     let rt = runtime()?;
-    let out: Arc<OnceLock<Spread>> = Arc::new(OnceLock::new());
+    let before = rt.stats().total;
+    let out: Arc<OnceLock<(Spread, u64)>> = Arc::new(OnceLock::new());
     let out2 = out.clone();
     let status = rt.block_on(move |td| {
         let p = Proc::spawn(td, move |td| {
             let proc = td.proc().expect("the first LWP has a process");
+            let mut ops = 0u64;
             let s = ns_per_op_spread(&ctx, |n| {
+                ops += n;
                 let start = Instant::now();
                 for _ in 0..n {
                     let lid = proc
@@ -80,7 +83,7 @@ fn lwkt_lwp(ctx: &Ctx) -> RunResult {
             });
             // Nothing left to collect: every LWP created was waited for.
             assert_eq!(proc.lwps().len(), 1, "zombies left behind");
-            out2.set(s).expect("measured once");
+            out2.set((s, ops)).expect("measured once");
             0
         })
         .expect("spawn process");
@@ -89,13 +92,15 @@ fn lwkt_lwp(ctx: &Ctx) -> RunResult {
     if status != lwkt::lwp::ExitStatus::Exited(0) {
         return Err(format!("measuring process ended with {status:?}"));
     }
-    let s = *out.get().ok_or("no figure from the measuring LWP")?;
+    let (s, ops) = *out.get().ok_or("no figure from the measuring LWP")?;
+    let switches = rt.stats().total.switches - before.switches;
     Ok(Sample::with_spread(
         s,
         format!(
             "1 cpu; inside LWP 1 of one process: create_lwp (same cpu, default \
-             {} KiB stack) + wait(Some(lid))",
-            lwkt::DEFAULT_STACK_SIZE / 1024
+             {} KiB stack) + wait(Some(lid)); {:.2} thread switches per op",
+            lwkt::DEFAULT_STACK_SIZE / 1024,
+            switches as f64 / ops as f64
         ),
     ))
 }
@@ -103,8 +108,11 @@ fn lwkt_lwp(ctx: &Ctx) -> RunResult {
 fn lwkt_spawn_join(ctx: &Ctx) -> RunResult {
     let ctx = *ctx;
     let rt = runtime()?;
-    let s = rt.block_on(move |td| {
-        ns_per_op_spread(&ctx, |n| {
+    let before = rt.stats().total;
+    let (s, ops) = rt.block_on(move |td| {
+        let mut ops = 0u64;
+        let s = ns_per_op_spread(&ctx, |n| {
+            ops += n;
             let start = Instant::now();
             for _ in 0..n {
                 let h = td.spawn(|_td| std::hint::black_box(VALUE));
@@ -112,14 +120,17 @@ fn lwkt_spawn_join(ctx: &Ctx) -> RunResult {
                 assert_eq!(v, VALUE);
             }
             start.elapsed()
-        })
+        });
+        (s, ops)
     });
+    let switches = rt.stats().total.switches - before.switches;
     Ok(Sample::with_spread(
         s,
         format!(
             "1 cpu; the bare core: CurThread::spawn (default {} KiB stack) + join, \
-             no LWP layer",
-            lwkt::DEFAULT_STACK_SIZE / 1024
+             no LWP layer; {:.2} thread switches per op",
+            lwkt::DEFAULT_STACK_SIZE / 1024,
+            switches as f64 / ops as f64
         ),
     ))
 }
