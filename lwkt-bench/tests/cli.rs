@@ -87,6 +87,9 @@ fn list_prints_the_names() {
         "preempt_latency",
         "migrate_roundtrip",
         "scaling",
+        "kv_service",
+        "lwp_create_wait",
+        "lwp_suspend_resume",
     ] {
         assert!(names.iter().any(|l| l == n), "{n} missing from {names:?}");
     }
@@ -281,6 +284,25 @@ fn preempt_and_migrate_benches_report() {
     let note = |i: usize| results[i]["note"].as_str().unwrap();
     assert!(note(0).contains("every call preempted"), "{}", note(0));
     assert!(note(1).contains("2.00 migrations"), "{}", note(1));
+}
+
+/// The LWP benches keep their JSON names: `lwp_create_wait` with its
+/// three rows, `lwp_suspend_resume` with CPU time beside wall time.
+#[test]
+fn lwp_benches_report_their_rows() {
+    let _machine = serial();
+    let results = &run_json(&["--json", "--quick", "lwp_create_wait", "lwp_suspend_resume"]);
+    assert_eq!(
+        impls_of(results, "lwp_create_wait"),
+        ["lwkt_lwp", "lwkt_spawn_join", "std_thread"]
+    );
+    assert_eq!(impls_of(results, "lwp_suspend_resume"), ["lwkt_lwp"]);
+    for r in results {
+        assert_eq!(r["unit"], "ns/op");
+        assert_spread(r);
+        assert!(r["note"].as_str().is_some_and(|n| !n.is_empty()), "{r}");
+    }
+    cpu_ns(&results[3]);
 }
 
 #[test]
