@@ -179,6 +179,9 @@ pub(crate) struct Thread {
     pub(crate) packet: Cell<Option<NonNull<dyn CtlOwner>>>,
     /// Target CPU while MIGRATING.
     pub(crate) migrate_to: Cell<usize>,
+    /// Trace only: the thread switched out blocked on a token and has not
+    /// acquired it yet (touched only while tracing is on).
+    pub(crate) trace_tokwait: Cell<bool>,
 }
 
 impl Thread {
@@ -208,6 +211,7 @@ impl Thread {
             toks: TokRefs::new(),
             crit: Cell::new(0),
             migrate_to: Cell::new(0),
+            trace_tokwait: Cell::new(false),
         })
     }
 
