@@ -19,6 +19,7 @@ mod spawn_join;
 mod token_block_while_held;
 mod token_contended;
 mod token_uncontended;
+mod trace_overhead;
 mod yield_pingpong;
 
 /// Which way a figure is better.
@@ -82,6 +83,7 @@ pub static ALL: &[&Bench] = &[
     &migrate_roundtrip::BENCH,
     &scaling::BENCH,
     &kv_service::BENCH,
+    &trace_overhead::BENCH,
 ];
 
 /// A figure held against another benchmark's figure from the same run:

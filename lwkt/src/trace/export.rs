@@ -606,3 +606,130 @@ impl<'a> Exporter<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(ts: u64, kind: u8, sub: u8, cpu: u16, aux: u32, tid: u64, arg: u64) -> Ev {
+        Ev {
+            ts,
+            kind,
+            sub,
+            cpu,
+            aux,
+            tid,
+            arg,
+        }
+    }
+
+    fn data(cpus: Vec<Vec<Ev>>) -> TraceData {
+        TraceData {
+            cpus: cpus
+                .into_iter()
+                .map(|events| CpuLog {
+                    events,
+                    dropped: 0,
+                    capacity: 64,
+                })
+                .collect(),
+            names: [(1, "a".to_string()), (2, "b".to_string())].into(),
+            t0: 0,
+            ns_per_tick: 1.0,
+            span: Duration::from_micros(1),
+        }
+    }
+
+    fn doc(t: &TraceData) -> Vec<Value> {
+        let v: Value = serde_json::from_slice(&t.to_chrome_json()).unwrap();
+        v["traceEvents"].as_array().unwrap().clone()
+    }
+
+    /// A local wakeup: the flow starts in the waker's slice and ends where
+    /// the woken thread's next slice starts; a handoff nests.
+    #[test]
+    fn local_wakeup_flow_and_handoff_nesting() {
+        let t = data(vec![vec![
+            ev(1000, kind::SWITCH_IN, 0, NO_CPU, 0, 1, 0),
+            ev(2000, kind::WAKEUP, wake::CHANNEL, 0, 0, 2, 0xbeef),
+            ev(3000, kind::SWITCH_OUT, reason::YIELD, NO_CPU, 0, 1, 0),
+            ev(4000, kind::SWITCH_IN, 0, NO_CPU, 0, 2, 0),
+            // b hands off to a, which runs nested and exits.
+            ev(5000, kind::SWITCH_IN, 0, NO_CPU, 0, 1, 2),
+            ev(6000, kind::SWITCH_OUT, reason::EXIT, NO_CPU, 0, 1, 0),
+            ev(7000, kind::SWITCH_OUT, reason::EXIT, NO_CPU, 0, 2, 0),
+        ]]);
+        let d = doc(&t);
+        let s: Vec<_> = d.iter().filter(|e| e["ph"] == "s").collect();
+        let f: Vec<_> = d.iter().filter(|e| e["ph"] == "f").collect();
+        assert_eq!((s.len(), f.len()), (1, 1));
+        assert_eq!(s[0]["id"], f[0]["id"]);
+        assert_eq!(s[0]["ts"], 2.0);
+        assert_eq!(f[0]["ts"], 4.001);
+        let runs: Vec<_> = d
+            .iter()
+            .filter(|e| e["ph"] == "X" && e["cat"] == "sched")
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().to_string(),
+                    e["ts"].as_f64().unwrap(),
+                    e["dur"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert!(runs.contains(&("a #1".into(), 1.0, 2.0)), "{runs:?}");
+        assert!(runs.contains(&("a #1".into(), 5.0, 1.0)), "{runs:?}");
+        assert!(runs.contains(&("b #2".into(), 4.0, 3.0)), "{runs:?}");
+        // b's states: runnable (woken), running, handed off, running.
+        let b: Vec<_> = d
+            .iter()
+            .filter(|e| e["ph"] == "X" && e["cat"] == "state" && e["tid"] == 2)
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(b, ["runnable", "running", "handed off to a #1", "running"]);
+    }
+
+    /// An IPI-carried wakeup: the flow starts at the send on the other CPU.
+    #[test]
+    fn remote_wakeup_flow_starts_at_the_send() {
+        let t = data(vec![
+            vec![
+                ev(1000, kind::SWITCH_IN, 0, NO_CPU, 0, 1, 0),
+                ev(1500, kind::IPI_SEND, ipi::WAKEUP, 1, 0x100, 1, 0xbeef),
+                ev(3000, kind::SWITCH_OUT, reason::SLEEP, NO_CPU, 0, 1, 0),
+            ],
+            vec![
+                ev(1800, kind::IPI_RECV, ipi::WAKEUP, 0, 0x100, 0, 0xbeef),
+                ev(1900, kind::WAKEUP, wake::CHANNEL, 0, 0x100, 2, 0xbeef),
+                ev(2500, kind::SWITCH_IN, 0, NO_CPU, 0, 2, 0),
+            ],
+        ]);
+        let d = doc(&t);
+        let s: Vec<_> = d.iter().filter(|e| e["ph"] == "s").collect();
+        let f: Vec<_> = d.iter().filter(|e| e["ph"] == "f").collect();
+        assert_eq!((s.len(), f.len()), (1, 1));
+        assert_eq!(s[0]["ts"], 1.5);
+        assert_eq!(s[0]["tid"], 0xF000_0000u64);
+        assert_eq!(f[0]["tid"], 0xF000_0001u64);
+        // The run still open at the end is closed there.
+        assert!(d.iter().any(|e| e["ph"] == "X"
+            && e["name"] == "b #2"
+            && e["args"]["switch_out"] == "running at end of capture"));
+    }
+
+    #[test]
+    fn strings_round_trip() {
+        let name: &'static str = "a token name";
+        let e = ev(
+            0,
+            kind::TOK_BLOCK,
+            0,
+            0,
+            name.len() as u32,
+            1,
+            name.as_ptr() as u64,
+        );
+        assert_eq!(e.str(), name);
+        assert_eq!(ev(0, kind::TOK_BLOCK, 0, 0, 0, 1, 0).str(), "");
+    }
+}
