@@ -177,8 +177,9 @@ impl Builder {
 
     /// Events each CPU's trace buffer holds per capture (default
     /// [`DEFAULT_TRACE_EVENTS`], from [`MIN_TRACE_EVENTS`] to
-    /// [`MAX_TRACE_EVENTS`]; 32 bytes each, allocated when a capture
-    /// starts and committed by the OS as it fills). A full buffer drops
+    /// [`MAX_TRACE_EVENTS`]; 32 bytes each, allocated and committed by
+    /// each CPU when a capture starts, so that recording takes no page
+    /// fault). A full buffer drops
     /// later events and counts them ([`TraceData::dropped`]).
     ///
     /// [`TraceData::dropped`]: crate::TraceData::dropped

@@ -246,10 +246,11 @@ impl<'a> Exporter<'a> {
             t,
             out,
             flows,
-            pid_cpu: 2 * k as u64 + 1,
-            pid_thr: 2 * k as u64 + 2,
-            // Perfetto keys threads by tid alone: keep CPU tracks' tids
-            // apart from lwkt thread ids.
+            // Perfetto keys threads by tid alone (a tid seen under another
+            // pid is taken for a reused id): keep the pids and the CPU
+            // tracks' tids far from lwkt thread ids, which count up from 1.
+            pid_cpu: 0xFFFF_0000 + 2 * k as u64,
+            pid_thr: 0xFFFF_0001 + 2 * k as u64,
             cpu_tid_base: 0xF000_0000 + 1024 * k as u64,
             runs: t.cpus.iter().map(|_| Vec::new()).collect(),
             threads: HashMap::new(),
@@ -309,11 +310,11 @@ impl<'a> Exporter<'a> {
             json!({"ph": "M", "name": "process_name", "pid": pc,
                    "args": {"name": format!("lwkt CPUs{}", self.label)}}),
             json!({"ph": "M", "name": "process_sort_index", "pid": pc,
-                   "args": {"sort_index": pc}}),
+                   "args": {"sort_index": pc - 0xFFFF_0000}}),
             json!({"ph": "M", "name": "process_name", "pid": pt,
                    "args": {"name": format!("lwkt threads{}", self.label)}}),
             json!({"ph": "M", "name": "process_sort_index", "pid": pt,
-                   "args": {"sort_index": pt}}),
+                   "args": {"sort_index": pt - 0xFFFF_0000}}),
         ];
         for c in 0..self.t.cpus.len() {
             let tid = self.cpu_tid(c);

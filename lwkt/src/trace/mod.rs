@@ -44,7 +44,7 @@ pub use export::TraceData;
 pub(crate) use ring::{CoreTrace, RingBuf};
 
 /// Default events per CPU buffer (32 bytes each: 2 MiB per CPU, committed
-/// by the OS only as it is written).
+/// when a capture starts).
 pub const DEFAULT_TRACE_EVENTS: usize = 1 << 16;
 /// The most events a CPU buffer may hold (128 MiB per CPU).
 pub const MAX_TRACE_EVENTS: usize = 1 << 22;

@@ -49,8 +49,8 @@ const _: () = assert!(
 
 impl RingBuf {
     /// An empty buffer of `capacity` events. Its memory comes zeroed from
-    /// the allocator (for a large buffer, untouched pages that the OS
-    /// commits only as events are written).
+    /// the allocator (for a large buffer, untouched pages, which the
+    /// owning CPU commits with [`prefault`](Self::prefault)).
     pub(crate) fn new(capacity: usize) -> Arc<RingBuf> {
         let zeroed: Box<[u64]> = vec![0u64; capacity * WORDS].into_boxed_slice();
         let raw = Box::into_raw(zeroed) as *mut [AtomicU64];
@@ -65,6 +65,20 @@ impl RingBuf {
             dropped: AtomicU64::new(0),
             names: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Touches every page of the buffer, so that recording never takes a
+    /// page fault (a first touch costs microseconds: over a page's 128
+    /// events, tens of nanoseconds each). Called by the owning CPU when
+    /// it starts recording, so the pages are local to it. Writes only
+    /// slots above the published length (zeros over zeros), which no
+    /// reader looks at.
+    pub(crate) fn prefault(&self) {
+        const WORDS_PER_PAGE: usize = 4096 / std::mem::size_of::<u64>();
+        let from = self.len.load(Ordering::Relaxed) * WORDS;
+        for w in self.words[from..].iter().step_by(WORDS_PER_PAGE) {
+            w.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Capacity in events.
@@ -143,8 +157,10 @@ impl CoreTrace {
         !self.ring.get().is_null()
     }
 
-    /// Starts recording into `ring` (replacing any previous buffer).
+    /// Starts recording into `ring` (replacing any previous buffer),
+    /// after committing its memory ([`RingBuf::prefault`]).
     pub(crate) fn enable(&self, ring: Arc<RingBuf>) {
+        ring.prefault();
         self.ring.set(Arc::as_ptr(&ring));
         *self.keep.borrow_mut() = Some(ring);
         self.flows.set(0);
