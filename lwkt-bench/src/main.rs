@@ -175,10 +175,13 @@
 //!   in the notes. Details in `benches/kv_service.rs` and the README.
 //! * `trace_overhead` (lwkt only; lower is better): what lwkt's event trace
 //!   costs while it records, from repetitions alternating trace off and on
-//!   on one runtime. Impls: `ns_per_event` (ns: `yield_pingpong`'s loop,
+//!   on one runtime. One run (registry impl `lwkt`; `--impls lwkt` selects
+//!   it) gives rows of bench `trace_overhead` with impls `ns_per_event` (ns:
+//!   `yield_pingpong`'s loop,
 //!   (wall on - wall off) / events recorded; target at most 15),
 //!   `yield_slowdown` (x: that loop's wall on / off; target at most 2),
-//!   `cross_cpu_slowdown` (x: `cross_cpu_pingpong`'s loop, on / off). A
+//!   `cross_cpu_slowdown` (x: `cross_cpu_pingpong`'s loop, on / off; with
+//!   2 cores or more). A
 //!   repetition that overflows the trace buffers fails the run.
 //!
 //! `--trace FILE` (one benchmark only) runs the first selected `lwkt*`

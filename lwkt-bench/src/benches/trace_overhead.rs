@@ -1,7 +1,8 @@
-//! `trace_overhead`: what lwkt's event trace costs when it records. Each
-//! implementation is one figure, measured on one runtime by alternating
-//! repetitions with the trace off and on (`Trace::start` / `stop` between
-//! them), so both see the same machine state:
+//! `trace_overhead`: what lwkt's event trace costs when it records. Its one
+//! run (registry impl `lwkt`) gives three rows, each measured on one
+//! runtime by alternating repetitions with the trace off and on
+//! (`Trace::start` / `stop` between them), so both see the same machine
+//! state (`cross_cpu_slowdown` needs 2 cores):
 //!
 //! * `ns_per_event` (ns): `yield_pingpong`'s loop (two threads on one CPU
 //!   yielding to each other); (time on - time off) / events recorded. A
@@ -30,24 +31,23 @@ pub static BENCH: Bench = Bench {
     unit: "ns",
     better: Better::Lower,
     about: "lwkt's event trace recording: ns per event, and the slowdown of the ping-pongs",
-    impls: &[
-        Impl {
-            name: "ns_per_event",
-            run: ns_per_event,
-        },
-        Impl {
-            name: "yield_slowdown",
-            run: yield_slowdown,
-        },
-        Impl {
-            name: "cross_cpu_slowdown",
-            run: cross_cpu_slowdown,
-        },
-    ],
+    // One run gives the rows `ns_per_event`, `yield_slowdown` and
+    // `cross_cpu_slowdown` (see the module header).
+    impls: &[Impl {
+        name: "lwkt",
+        run: lwkt,
+    }],
     timeout: Duration::from_secs(120),
-    // Three different measures of one cost: nothing to rank.
-    unranked: &["ns_per_event", "yield_slowdown", "cross_cpu_slowdown"],
+    unranked: &[],
 };
+
+fn lwkt(ctx: &Ctx) -> RunResult {
+    let mut rows = yield_rows(ctx)?;
+    if ncpus() >= 2 {
+        rows.push(cross_cpu_slowdown(ctx)?);
+    }
+    Ok(Sample::rows(rows))
+}
 
 /// Events per CPU buffer: room for a whole repetition.
 const EVENTS: usize = 1 << 21;
@@ -137,7 +137,8 @@ fn row(imp: &str, unit: &str, s: Spread, note: String) -> Measurement {
     .with_spread(s)
 }
 
-fn ns_per_event(ctx: &Ctx) -> RunResult {
+/// `ns_per_event` and `yield_slowdown`, from the same repetitions.
+fn yield_rows(ctx: &Ctx) -> Result<Vec<Measurement>, String> {
     let rt = yield_runtime()?;
     let n = yields(ctx);
     let p = pairs(ctx, &rt, |rt| yield_loop(rt, n))?;
@@ -146,26 +147,6 @@ fn ns_per_event(ctx: &Ctx) -> RunResult {
         .iter()
         .map(|&(off, on, ev)| (ns(on) - ns(off)) / ev.max(1) as f64)
         .collect();
-    let events = p.runs[0].2;
-    let off: Vec<f64> = p.runs.iter().map(|r| ns(r.0) / n as f64).collect();
-    let s = Spread::of(&mut per);
-    Ok(Sample::rows(vec![row(
-        "ns_per_event",
-        "ns",
-        s,
-        format!(
-            "1 cpu, {n} yields per repetition, {:.2} events per yield recorded; (wall with \
-             tracing on - wall off) / events; off: {:.1} ns/yield; target <= 15 ns per event",
-            events as f64 / n as f64,
-            off.iter().sum::<f64>() / off.len() as f64,
-        ),
-    )]))
-}
-
-fn yield_slowdown(ctx: &Ctx) -> RunResult {
-    let rt = yield_runtime()?;
-    let n = yields(ctx);
-    let p = pairs(ctx, &rt, |rt| yield_loop(rt, n))?;
     let mut ratio: Vec<f64> = p
         .runs
         .iter()
@@ -175,25 +156,34 @@ fn yield_slowdown(ctx: &Ctx) -> RunResult {
         let mut v: Vec<f64> = p.runs.iter().map(|r| ns(f(r)) / n as f64).collect();
         Spread::of(&mut v).median
     };
-    let s = Spread::of(&mut ratio);
-    Ok(Sample::rows(vec![row(
-        "yield_slowdown",
-        "x",
-        s,
-        format!(
-            "yield_pingpong's loop (1 cpu, {n} yields per repetition), wall with every event \
-             recorded / wall with the trace off, alternating repetitions: {:.1} vs {:.1} \
-             ns/yield (medians); target <= 2x",
-            med(|r| r.1),
-            med(|r| r.0),
+    let (on, off) = (med(|r| r.1), med(|r| r.0));
+    let events = p.runs[0].2 as f64 / n as f64;
+    Ok(vec![
+        row(
+            "ns_per_event",
+            "ns",
+            Spread::of(&mut per),
+            format!(
+                "yield_pingpong's loop (1 cpu, {n} yields per repetition, {events:.2} events \
+                 recorded per yield): (wall with tracing on - wall off) / events, per pair of \
+                 alternating repetitions; {on:.1} vs {off:.1} ns/yield (medians); target <= 15 \
+                 ns per event"
+            ),
         ),
-    )]))
+        row(
+            "yield_slowdown",
+            "x",
+            Spread::of(&mut ratio),
+            format!(
+                "yield_pingpong's loop (1 cpu, {n} yields per repetition), wall with every \
+                 event recorded / wall with the trace off, per pair of alternating \
+                 repetitions: {on:.1} vs {off:.1} ns/yield (medians); target <= 2x"
+            ),
+        ),
+    ])
 }
 
-fn cross_cpu_slowdown(ctx: &Ctx) -> RunResult {
-    if ncpus() < 2 {
-        return Err("needs at least 2 CPUs".into());
-    }
+fn cross_cpu_slowdown(ctx: &Ctx) -> Result<Measurement, String> {
     let rt = lwkt::Runtime::builder()
         .cpus(2)
         .trace_events(EVENTS)
@@ -213,7 +203,7 @@ fn cross_cpu_slowdown(ctx: &Ctx) -> RunResult {
         .unzip();
     let events = p.runs.iter().map(|r| r.2).sum::<usize>() as f64 / p.runs.len() as f64;
     let s = Spread::of(&mut ratio);
-    Ok(Sample::rows(vec![row(
+    Ok(row(
         "cross_cpu_slowdown",
         "x",
         s,
@@ -225,7 +215,7 @@ fn cross_cpu_slowdown(ctx: &Ctx) -> RunResult {
             off.iter().sum::<f64>() / off.len() as f64,
             events / n as f64,
         ),
-    )]))
+    ))
 }
 
 /// `n` round trips between a thread on CPU 0 and one on CPU 1.

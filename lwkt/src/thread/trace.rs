@@ -58,6 +58,7 @@ const RECORDED_MAX: usize = 16;
 /// assert!(json.starts_with(b"{"));
 /// # Ok::<(), lwkt::Error>(())
 /// ```
+#[doc(alias = "ktr")]
 #[derive(Clone)]
 pub struct Trace {
     machine: Arc<Machine>,
