@@ -110,7 +110,8 @@ impl Trace {
 
     /// Starts a new capture on every CPU, discarding the previous one (a
     /// running capture is replaced; after a shutdown the last capture is
-    /// kept and this fails). Returns once every CPU records. From
+    /// kept and this fails). Returns once every CPU records (each CPU
+    /// answers at its next scheduling point, like a `ps` request). From
     /// a plain OS thread; from a thread of the runtime use
     /// [`start_in`](Self::start_in).
     ///
