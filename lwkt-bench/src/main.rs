@@ -363,7 +363,7 @@ fn write_trace(path: &std::path::Path, bench: &str, imp: &str) -> Result<(), Str
     let json = lwkt::TraceData::chrome_json_of(&traces);
     std::fs::write(path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     eprintln!(
-        "lwkt-bench: trace of {bench}/{imp}: {} runtime(s), {} events, {} dropped (buffers          full: the first {} events of each CPU are kept), written to {}",
+        "lwkt-bench: trace of {bench}/{imp}: {} runtime(s), {} events, {} dropped (when a buffer is full, the first {} events of each CPU are kept), written to {}",
         traces.len(),
         traces.iter().map(lwkt::TraceData::events).sum::<usize>(),
         traces.iter().map(lwkt::TraceData::dropped).sum::<u64>(),

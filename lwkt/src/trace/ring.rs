@@ -86,21 +86,28 @@ impl RingBuf {
         self.words.len() / WORDS
     }
 
-    /// Appends one event, or counts it dropped when the buffer is full.
-    /// Only the owning CPU's OS thread calls this: plain loads and stores,
-    /// no read-modify-write.
+    /// Appends one event (its words made by `make`, called only when there
+    /// is room: a full buffer does not even read the clock), or counts it
+    /// dropped. Only the owning CPU's OS thread calls this: plain loads and
+    /// stores, no read-modify-write.
     #[inline]
-    pub(crate) fn push(&self, w: [u64; WORDS]) {
+    pub(crate) fn push_with(&self, make: impl FnOnce() -> [u64; WORDS]) {
         let i = self.len.load(Ordering::Relaxed);
         let Some(slot) = self.words.get(i * WORDS..(i + 1) * WORDS) else {
             let d = self.dropped.load(Ordering::Relaxed);
             self.dropped.store(d + 1, Ordering::Relaxed);
             return;
         };
-        for (s, v) in slot.iter().zip(w) {
+        for (s, v) in slot.iter().zip(make()) {
             s.store(v, Ordering::Relaxed);
         }
         self.len.store(i + 1, Ordering::Release);
+    }
+
+    /// [`push_with`](Self::push_with) of ready-made words.
+    #[cfg(test)]
+    pub(crate) fn push(&self, w: [u64; WORDS]) {
+        self.push_with(|| w);
     }
 
     /// The events published so far (their words) and the drop count.
@@ -187,7 +194,7 @@ impl CoreTrace {
         if let Some(r) = self.ring() {
             let w1 =
                 u64::from(kind) | u64::from(sub) << 8 | u64::from(cpu) << 16 | u64::from(aux) << 32;
-            r.push([clock::now(), w1, tid, arg]);
+            r.push_with(|| [clock::now(), w1, tid, arg]);
         }
     }
 
