@@ -21,6 +21,7 @@ mod spawn_join;
 mod token_block_while_held;
 mod token_contended;
 mod token_uncontended;
+mod trace_overhead;
 mod yield_pingpong;
 
 /// Which way a figure is better.
@@ -88,6 +89,7 @@ pub static ALL: &[&Bench] = &[
     &kv_service::BENCH,
     &lwp_create_wait::BENCH,
     &lwp_suspend_resume::BENCH,
+    &trace_overhead::BENCH,
 ];
 
 /// A figure held against another benchmark's figure from the same run:

@@ -33,6 +33,7 @@ use crate::stats::Counters;
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::Arc;
 use crate::tokref::{Policy, TokenStats};
+use crate::trace::{trace_event, CoreTrace};
 
 /// How many exited threads' structures a CPU keeps for reuse.
 const THREAD_CACHE: usize = 1024;
@@ -129,6 +130,8 @@ pub(crate) struct Core {
     tids: Cell<(u64, u64)>,
     /// Token policy for this CPU (from the runtime's settings).
     pub(crate) policy: Policy,
+    /// The event trace's switch and buffer (off unless a capture runs).
+    pub(crate) trace: CoreTrace,
 }
 
 impl Core {
@@ -167,6 +170,7 @@ impl Core {
             all: Cell::new(ptr::null_mut()),
             tids: Cell::new((0, 0)),
             policy,
+            trace: CoreTrace::new(),
             machine,
         }
     }
@@ -288,6 +292,7 @@ impl Core {
         unsafe { *td.name.get() = name };
         self.link_all(t);
         self.stats().threads_spawned.bump();
+        trace_event!(self, tr_spawn(td));
         t
     }
 

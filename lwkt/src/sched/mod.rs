@@ -15,9 +15,10 @@
 //! | `sleepq.rs` | per-CPU sleep queues (hashed by wait channel)             |
 //! | `sleepmask.rs` | the runtime's sleep-bucket masks (loom-checked)        |
 //! | `timers.rs` | per-CPU sleep timeouts                                    |
+//! | `tracepoints.rs` | what each trace event site records                   |
 //!
-//! Layering: this module uses `ipi`, `tokref`, `stack` and the leaf
-//! modules; nothing here imports the thread API, tokens or the runtime.
+//! Layering: this module uses `ipi`, `tokref`, `stack`, `trace` and the
+//! leaf modules; nothing here imports the thread API, tokens or the runtime.
 
 pub(crate) mod core;
 pub(crate) mod ctl;
@@ -30,3 +31,4 @@ pub(crate) mod switch;
 pub(crate) mod synch;
 pub(crate) mod td;
 pub(crate) mod timers;
+pub(crate) mod tracepoints;

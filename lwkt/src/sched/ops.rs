@@ -26,6 +26,7 @@ use super::machine::Msg;
 use super::td::{tdf, TdPtr, Wake};
 use crate::sync::atomic::{AtomicU8, Ordering};
 use crate::sync::Arc;
+use crate::trace::{trace_event, wake};
 
 /// A request about one thread.
 pub(crate) struct ThreadOp {
@@ -170,6 +171,7 @@ impl Core {
         let td = unsafe { t.td() };
         if td.has(tdf::PARKED) {
             td.clear(tdf::PARKED);
+            trace_event!(self, tr_wakeup(td, wake::SCHEDULE, 0));
             self.make_runnable(t);
         } else if td.has(tdf::SLEEPING) {
             // A raw schedule ends a sleep early: a spurious wakeup.
@@ -221,6 +223,7 @@ impl Core {
             ctl.cpu.store(to, Ordering::SeqCst);
         }
         self.stats().migrations.bump();
+        trace_event!(self, tr_migrate_out(td, to));
         self.send(to, Msg::Adopt(Adopt { td: t, runnable }));
     }
 
@@ -239,6 +242,7 @@ impl Core {
         if self.shutting_down.get() || self.stopping() {
             td.set(tdf::CANCEL);
         }
+        trace_event!(self, tr_migrate_in(td, a.runnable));
         if a.runnable {
             td.clear(tdf::PARKED);
             self.make_runnable(t);

@@ -57,6 +57,7 @@ use super::core::Core;
 use super::machine::Msg;
 use super::td::{tdf, TdPtr, Thread};
 use crate::ipi::SendWait;
+use crate::trace::trace_event;
 
 /// While timers are armed, a busy CPU looks at the clock once every this
 /// many scheduling passes (reading it costs more than a switch).
@@ -138,9 +139,13 @@ impl Core {
             .toks
             .acquire_all(td.identity(), &self.policy, self.stats())
         {
-            Ok(()) => true,
+            Ok(()) => {
+                trace_event!(self, tr_tok_acquire(td));
+                true
+            }
             Err(name) => {
                 td.wmesg.set(name);
+                trace_event!(self, tr_tok_collide(td, name));
                 false
             }
         }
@@ -191,6 +196,7 @@ impl Core {
         // starts (ticks that passed while others ran do not count).
         self.seen_tick.set(self.machine.tick());
         self.stats().switches.bump();
+        trace_event!(self, tr_switch_in(td, back));
         // SAFETY: only the loop, or a thread handing off, resumes a
         // thread, and only one taken off the run queue, which is not
         // running and whose coroutine nobody else is resuming (see
@@ -207,6 +213,14 @@ impl Core {
             // SAFETY: as above (a thread that returned cleared SWCTL first).
             unsafe { &*td.swctl.get() }.switched_out(f & (tdf::SLEEPING | tdf::PARKED) != 0);
         }
+        trace_event!(
+            self,
+            tr_switch_out(
+                td,
+                f,
+                matches!(res, corosensei::CoroutineResult::Return(()))
+            )
+        );
         match res {
             corosensei::CoroutineResult::Yield(()) if f & tdf::MIGRATING == 0 => {}
             corosensei::CoroutineResult::Yield(()) => self.migrate_switched_out(t),
@@ -398,19 +412,20 @@ impl Core {
     /// Carries out one message (`lwkt_process_ipiq`'s dispatch).
     fn handle_msg(&self, src: Option<usize>, m: Msg) {
         self.stats().ipis_processed.bump();
+        let _trace = self.tr_msg_scope(src, &m);
         if let Some(s) = src {
             self.inbox.note(s);
         }
         match m {
-            Msg::Wakeup { chan } => {
+            Msg::Wakeup { chan, .. } => {
                 prefetch(chan);
                 self.wakeup_local(chan, false);
             }
-            Msg::WakeupOne { chan, stop } => {
+            Msg::WakeupOne { chan, stop, flow } => {
                 if !self.wakeup_local(chan, true) {
                     let b = super::sleepq::bucket_of(chan);
                     if let Some(next) = self.machine.sleep.next_after(b, self.id, stop) {
-                        self.send(next, Msg::WakeupOne { chan, stop });
+                        self.send(next, Msg::WakeupOne { chan, stop, flow });
                     }
                 }
             }
@@ -429,6 +444,7 @@ impl Core {
             self.handle_msg(None, m);
             return;
         }
+        trace_event!(self, tr_ipi_send(dst, &m));
         let mb = &self.machine.cpus[dst].mailbox;
         match self.outbox.send(self.id, mb, dst, m, self) {
             Ok(true) => self.stats().ipis_sent.bump(),
@@ -617,6 +633,7 @@ impl Core {
     /// loop runs it again only once it has acquired all its tokens.
     pub(crate) fn block_for_tokens(&self, t: TdPtr, td: &Thread) {
         self.stats().tok_blocks.bump();
+        trace_event!(self, tr_tok_block(td));
         if td.has(tdf::CANCEL) {
             // Unwinding at shutdown: the loop is not picking threads any
             // more; wait here for the holders.
@@ -737,6 +754,7 @@ impl Core {
             return;
         }
         self.stats().preempt_hits.bump();
+        trace_event!(self, tr_preempt(atd, btd));
         // `b` first in line: run it right here (a handoff); `a` keeps its
         // tokens and resumes when `b` switches out, unless that made a
         // thread of higher priority than `a` runnable.

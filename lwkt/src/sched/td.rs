@@ -193,6 +193,9 @@ pub(crate) struct Thread {
     /// A label an upper layer gives the thread for the `ps` listing: the
     /// LWP layer's (pid, lid); (0, 0) for a plain thread.
     pub(crate) lwp_tag: Cell<(u32, u32)>,
+    /// Trace only: the thread switched out blocked on a token and has not
+    /// acquired it yet (touched only while tracing is on).
+    pub(crate) trace_tokwait: Cell<bool>,
 }
 
 impl Thread {
@@ -224,6 +227,7 @@ impl Thread {
             migrate_to: Cell::new(0),
             swctl: Cell::new(ptr::null()),
             lwp_tag: Cell::new((0, 0)),
+            trace_tokwait: Cell::new(false),
         })
     }
 
