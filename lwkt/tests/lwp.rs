@@ -1305,3 +1305,43 @@ fn start_state_follows_the_process_and_the_creator() {
         })
     });
 }
+
+/// LWP state changes appear in the event trace, on the CPU that made them.
+#[test]
+fn lwp_state_changes_are_traced() {
+    bounded(30, "lwp trace", || {
+        let rt = Runtime::builder().cpus(2).trace(true).build().unwrap();
+        let h = Proc::spawn_from(&rt.handle(), |td| {
+            let p = td.proc().unwrap();
+            let t = p
+                .create_lwp(td, LwpBuilder::new().flags(LwpFlags::SUSPENDED), |_| 0)
+                .unwrap();
+            p.resume(t).unwrap();
+            p.wait(td, Some(t)).unwrap();
+            0
+        })
+        .unwrap();
+        let pid = h.pid().get();
+        assert_eq!(h.join_blocking(), ExitStatus::Exited(0));
+        let json = rt.trace().stop().to_chrome_json();
+        let doc: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let events = doc
+            .get("traceEvents")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_else(|| doc.as_array().cloned().unwrap());
+        let states: Vec<String> = events
+            .iter()
+            .filter_map(|e| e.get("name")?.as_str().map(str::to_owned))
+            .filter(|n| n.starts_with(&format!("lwp {pid}.2 ")))
+            .collect();
+        // Created (IDL), suspended at its first stop point or by its
+        // creator, continued (RUN), and a zombie.
+        for want in ["IDL", "SUSPENDED", "RUN", "ZOMB"] {
+            assert!(
+                states.iter().any(|s| s.ends_with(want)),
+                "no {want} event for lwp 2 in {states:?}"
+            );
+        }
+    });
+}

@@ -330,6 +330,8 @@ struct ProcInner {
 
 #[derive(Default)]
 struct ProcState {
+    /// The process id (for the trace).
+    pid: u32,
     lwps: LwpTable,
     next_lid: u32,
     /// LWPs not yet zombies (IDL included).
@@ -497,6 +499,8 @@ impl ProcState {
             self.nzomb += 1;
             self.nlive -= 1;
         }
+        let tid = rec.thread.as_ref().map_or(0, |t| t.id().as_u64());
+        crate::thread::trace::lwp_state(self.pid, lid, tid, new.netbsd());
     }
 
     /// Recomputes every LWP's interrupt level.
@@ -1011,11 +1015,13 @@ impl Proc {
     }
 
     fn new(handle: Handle) -> Proc {
+        let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
         Proc {
             inner: Arc::new(ProcInner {
-                pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
+                pid,
                 handle,
                 st: Mutex::new(ProcState {
+                    pid,
                     next_lid: 1,
                     ..ProcState::default()
                 }),
@@ -1129,6 +1135,7 @@ impl Proc {
             st.lwps.insert(lid, rec);
             st.nlive += 1;
             st.nrun += 1; // Idl counts as running (see set_state)
+            crate::thread::trace::lwp_state(p.pid, lid, 0, LwpState::Idl.netbsd());
             if detached {
                 st.ndetached += 1;
             }

@@ -243,6 +243,15 @@ impl Core {
         self.trace
             .emit(kind::PREEMPT, 0, NO_CPU, 0, a.tid.get(), b.tid.get());
     }
+
+    /// An LWP of process `pid` changed to state `state` (NetBSD's
+    /// number), recorded on the CPU that made the change.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn tr_lwp_state(&self, pid: u32, lid: u32, tid: u64, state: u8) {
+        self.trace
+            .emit(kind::LWP_STATE, state, NO_CPU, pid, tid, u64::from(lid));
+    }
 }
 
 use crate::trace::trace_event;

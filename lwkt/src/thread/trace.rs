@@ -365,3 +365,12 @@ impl Handle {
         Trace::new(self.machine.clone())
     }
 }
+
+/// Records an LWP state change on the calling CPU's trace, when the caller
+/// is a thread of a runtime that is tracing (the `lwp` layer calls this for
+/// every change; from a plain OS thread nothing is recorded).
+pub(crate) fn lwp_state(pid: u32, lid: u32, tid: u64, state: u8) {
+    crate::sched::core::with_current(|core| {
+        crate::trace::trace_event!(core, tr_lwp_state(pid, lid, tid, state));
+    });
+}

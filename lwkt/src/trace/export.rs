@@ -603,8 +603,32 @@ impl<'a> Exporter<'a> {
                     json!({"tid": e.tid, "by": e.arg}),
                 );
             }
+            kind::LWP_STATE => {
+                let st = lwp_state_name(e.sub);
+                self.instant(
+                    c,
+                    e.ts,
+                    format!("lwp {}.{} {st}", e.aux, e.arg),
+                    json!({"pid": e.aux, "lid": e.arg, "tid": e.tid, "state": st,
+                           "netbsd_state": e.sub}),
+                );
+            }
             _ => {}
         }
+    }
+}
+
+/// NetBSD's LWP state numbers, by name (`LWP_STATE`'s `sub`).
+fn lwp_state_name(s: u8) -> &'static str {
+    match s {
+        1 => "IDL",
+        2 => "RUN",
+        3 => "SLEEP",
+        4 => "STOP",
+        5 => "ZOMB",
+        7 => "ONPROC",
+        8 => "SUSPENDED",
+        _ => "unknown",
     }
 }
 

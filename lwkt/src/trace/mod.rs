@@ -90,6 +90,9 @@ pub(crate) mod kind {
     pub(crate) const MIGRATE_IN: u8 = 12;
     /// An interrupt thread (`arg`) preempted the running thread (`tid`).
     pub(crate) const PREEMPT: u8 = 13;
+    /// An LWP changed state (the `lwp` layer). `sub`: NetBSD's state
+    /// number; `aux`: pid; `arg`: lid; `tid`: its thread (0: none yet).
+    pub(crate) const LWP_STATE: u8 = 14;
 }
 
 /// Why a thread switched out (`SWITCH_OUT`'s `sub`).
