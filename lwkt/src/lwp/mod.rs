@@ -842,8 +842,8 @@ fn kick_exit(threads: Vec<(ThreadRef, bool)>) {
 
 /// A process: a group of LWPs. Cheap to clone; usable from its own LWPs,
 /// other lwkt threads and plain OS threads alike (operations that act on
-/// the caller, such as [`wait`](Proc::wait) or a self-[`suspend`]
-/// (Proc::suspend), need the caller to be one of its LWPs).
+/// the caller, such as [`wait`](Proc::wait) or suspending oneself with
+/// [`suspend`](Proc::suspend), need the caller to be one of its LWPs).
 #[derive(Clone)]
 pub struct Proc {
     inner: Arc<ProcInner>,
