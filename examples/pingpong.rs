@@ -1,7 +1,12 @@
 //! Two CPUs waking each other: a thread on CPU 0 and one on CPU 1 take
 //! turns advancing a shared counter, sleeping on it in between.
 //!
-//! `cargo run --release -p lwkt-examples --example pingpong [ROUNDS]`
+//! `cargo run --release -p lwkt-examples --example pingpong [ROUNDS] [--trace FILE]`
+//!
+//! With `--trace FILE` the whole run is traced (`Builder::trace`) and
+//! written to FILE as Chrome trace-event JSON: open it at
+//! <https://ui.perfetto.dev>. Use few rounds (say 1000): each CPU keeps
+//! the first `lwkt::DEFAULT_TRACE_EVENTS` events.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,11 +24,20 @@ fn wait_for(td: &mut CurThread, ball: &AtomicU64, want: u64) {
 }
 
 fn main() -> Result<(), lwkt::Error> {
-    let rounds: u64 = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000);
-    let rt = Runtime::builder().cpus(2).build()?;
+    let mut rounds = 100_000u64;
+    let mut trace_file = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--trace" {
+            trace_file = Some(args.next().expect("--trace needs a file name"));
+        } else {
+            rounds = a.parse().expect("ROUNDS must be a number");
+        }
+    }
+    let rt = Runtime::builder()
+        .cpus(2)
+        .trace(trace_file.is_some())
+        .build()?;
     let elapsed = rt.block_on(move |td| -> Result<_, lwkt::Error> {
         let ball = Arc::new(AtomicU64::new(0));
         let b = ball.clone();
@@ -52,6 +66,16 @@ fn main() -> Result<(), lwkt::Error> {
         "{rounds} round trips between CPU 0 and CPU 1: {:.0} ns each",
         elapsed.as_nanos() as f64 / rounds as f64
     );
+    if let Some(path) = trace_file {
+        let data = rt.trace().stop();
+        data.write_perfetto(&path).expect("cannot write the trace");
+        println!(
+            "trace: {} events ({} dropped) over {:?}, written to {path}",
+            data.events(),
+            data.dropped(),
+            data.duration()
+        );
+    }
     let s = rt.stats();
     for (i, c) in s.per_cpu.iter().enumerate() {
         println!(

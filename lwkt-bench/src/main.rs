@@ -8,6 +8,7 @@
 //! cargo run --release -p lwkt-bench -- --list
 //! cargo run --release -p lwkt-bench -- --quick --impls lwkt,tokio
 //! cargo run --release -p lwkt-bench -- --report out    # + out/index.html
+//! cargo run --release -p lwkt-bench -- --trace t.json yield_pingpong  # + lwkt trace
 //! ```
 //!
 //! Human output: the machine (cores, CPU model, kernel, date), then one
@@ -189,6 +190,38 @@
 //!   task per connection), each sending 32 bytes and waiting for the echo
 //!   in turn; rows `tcp_echo_c10k`, `tcp_echo_c10k_rss` (server KiB per
 //!   connection) and `tcp_echo_c10k_p99` (µs).
+//! * `lwp_create_wait` (ns/op, lower is better): create an LWP whose body
+//!   returns a value at once, wait for it and collect the value. Its rows
+//!   are named after what they measure, not `lwkt`: `lwkt_lwp` (1 cpu;
+//!   inside LWP 1 of one process, `Proc::create_lwp` on the same CPU +
+//!   `Proc::wait(Some(lid))`), `lwkt_spawn_join` (1 cpu; the bare core's
+//!   `CurThread::spawn` + `join` with the same body: the work without the
+//!   LWP layer), `std_thread` (`std::thread::spawn` + `join`, a pthread:
+//!   what NetBSD LWPs back; default stack, unpinned). The human output
+//!   holds `lwkt_lwp` against `lwkt_spawn_join` of the same run (target:
+//!   at most 1.5x).
+//! * `lwp_suspend_resume` (ns/op per round trip, lower is better, with
+//!   `cpu_ns`): a controller LWP on CPU 0 suspends a worker LWP of its
+//!   process on CPU 1 (which loops bumping a counter and calling
+//!   `yield_now`), polls `Proc::state` until it is `Suspended`, resumes it
+//!   and polls the counter until it moves again. Both sides spin, so
+//!   `cpu_ns` is about twice the wall time. `lwkt_lwp` only.
+//! * `trace_overhead` (lwkt only; lower is better): what lwkt's event trace
+//!   costs while it records, from repetitions alternating trace off and on
+//!   on one runtime. One run (registry impl `lwkt`; `--impls lwkt` selects
+//!   it) gives rows of bench `trace_overhead` with impls `ns_per_event` (ns:
+//!   `yield_pingpong`'s loop,
+//!   (wall on - wall off) / events recorded; target at most 15),
+//!   `yield_slowdown` (x: that loop's wall on / off; target at most 2),
+//!   `cross_cpu_slowdown` (x: `cross_cpu_pingpong`'s loop, on / off; with
+//!   2 cores or more). A
+//!   repetition that overflows the trace buffers fails the run.
+//!
+//! `--trace FILE` (one benchmark only) runs the first selected `lwkt*`
+//! implementation with every lwkt runtime it builds traced
+//! (`lwkt::Trace::record_new_runtimes`) and writes the traces to FILE as
+//! Chrome trace-event JSON, one pair of processes per runtime; that row's
+//! note says its figure includes the cost of recording.
 //!
 //! # Method
 //!
@@ -246,6 +279,13 @@ struct Cli {
     /// per benchmark) and DIR/results.json
     #[arg(long, value_name = "DIR")]
     report: Option<std::path::PathBuf>,
+    /// Also write an lwkt event trace of one benchmark run to FILE (Chrome
+    /// trace-event JSON; open it at https://ui.perfetto.dev): the first
+    /// selected implementation whose name starts with `lwkt` runs with
+    /// every runtime it builds traced (the first events of each CPU are
+    /// kept). Needs exactly one benchmark.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<std::path::PathBuf>,
     /// Benchmarks to run (default: all)
     #[arg(value_name = "BENCH")]
     benches: Vec<String>,
@@ -261,6 +301,9 @@ struct ChildCli {
     imp: String,
     #[arg(long)]
     quick: bool,
+    /// Trace every lwkt runtime the run builds and write the traces here.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<std::path::PathBuf>,
 }
 
 const CHILD: &str = "__child";
@@ -320,9 +363,25 @@ fn child_main(cli: ChildCli) -> ExitCode {
         );
         return ExitCode::from(2);
     };
+    if cli.trace.is_some() {
+        lwkt::Trace::record_new_runtimes(true);
+    }
     match (imp.run)(&ctx) {
         Ok(sample) => {
-            let rows = sample.into_rows(bench.name, imp.name, bench.unit);
+            let mut rows = sample.into_rows(bench.name, imp.name, bench.unit);
+            if let Some(path) = &cli.trace {
+                if let Err(e) = write_trace(path, bench.name, imp.name) {
+                    eprintln!("lwkt-bench: {}/{}: {e}", bench.name, imp.name);
+                    return ExitCode::FAILURE;
+                }
+                for r in &mut rows {
+                    let n = r.note.take().unwrap_or_default();
+                    r.note = Some(format!(
+                        "{n}{}measured with --trace on: includes the cost of recording",
+                        if n.is_empty() { "" } else { "; " }
+                    ));
+                }
+            }
             // One row: the measurement object; several: an array of them.
             let line = match rows.as_slice() {
                 [m] => serde_json::to_string(m),
@@ -336,6 +395,37 @@ fn child_main(cli: ChildCli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes the traces of the runtimes the child's run built to `path`.
+fn write_trace(path: &std::path::Path, bench: &str, imp: &str) -> Result<(), String> {
+    lwkt::Trace::record_new_runtimes(false);
+    let traces = lwkt::Trace::take_recorded();
+    if traces.is_empty() {
+        return Err("--trace: the run built no lwkt runtime, so there is no trace".into());
+    }
+    let json = lwkt::TraceData::chrome_json_of(&traces);
+    std::fs::write(path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!(
+        "lwkt-bench: trace of {bench}/{imp}: {} runtime(s), {} events, {} dropped (when a buffer is full, the first {} events of each CPU are kept), written to {}",
+        traces.len(),
+        traces.iter().map(lwkt::TraceData::events).sum::<usize>(),
+        traces.iter().map(lwkt::TraceData::dropped).sum::<u64>(),
+        traces[0].capacity_per_cpu(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// The implementation of `bench` that `--trace` traces: the first selected
+/// one whose name starts with `lwkt`.
+fn traced_impl(cli: &Cli, bench: &Bench) -> Option<&'static str> {
+    bench
+        .impls
+        .iter()
+        .map(|i| i.name)
+        .filter(|n| cli.impls.is_empty() || cli.impls.iter().any(|i| i == n))
+        .find(|n| n.starts_with("lwkt"))
 }
 
 /// Resolves the benchmark and implementation selections, or explains what
@@ -384,6 +474,24 @@ fn run_suite(cli: &Cli) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
     let selected = select(cli)?;
+    let traced = match &cli.trace {
+        None => None,
+        Some(path) => {
+            let [bench] = selected.as_slice() else {
+                return Err(format!(
+                    "--trace needs exactly one benchmark ({} selected)",
+                    selected.len()
+                ));
+            };
+            let imp = traced_impl(cli, bench).ok_or_else(|| {
+                format!(
+                    "--trace: benchmark `{}` has no selected lwkt implementation to trace",
+                    bench.name
+                )
+            })?;
+            Some((imp, path.clone()))
+        }
+    };
     if let Some(dir) = &cli.report {
         // Fail now, not after the run, when the report cannot be written.
         std::fs::create_dir_all(dir)
@@ -425,7 +533,11 @@ fn run_suite(cli: &Cli) -> Result<ExitCode, String> {
             }
             eprint!("lwkt-bench: {}/{} ... ", bench.name, imp.name);
             let t = Instant::now();
-            let r = run_child(&exe, bench, imp.name, cli.quick);
+            let trace = traced
+                .as_ref()
+                .filter(|(i, _)| *i == imp.name)
+                .map(|(_, p)| p.as_path());
+            let r = run_child(&exe, bench, imp.name, cli.quick, trace);
             match &r {
                 Ok(ms) => match ms.as_slice() {
                     [m] => eprintln!("{} {} ({:.1} s)", fmt_value(m.value), m.unit, secs(t)),
@@ -513,11 +625,20 @@ fn secs(t: Instant) -> f64 {
 
 /// Runs one implementation in a child process and parses its JSON line
 /// (one measurement, or an array of them).
-fn run_child(exe: &std::path::Path, bench: &Bench, imp: &str, quick: bool) -> Outcome {
+fn run_child(
+    exe: &std::path::Path,
+    bench: &Bench,
+    imp: &str,
+    quick: bool,
+    trace: Option<&std::path::Path>,
+) -> Outcome {
     let mut cmd = Command::new(exe);
     cmd.arg(CHILD).arg(bench.name).arg(imp);
     if quick {
         cmd.arg("--quick");
+    }
+    if let Some(p) = trace {
+        cmd.arg("--trace").arg(p);
     }
     let mut child = cmd
         .stdin(Stdio::null())
@@ -697,7 +818,11 @@ mod tests {
         let mut names = std::collections::HashSet::new();
         for b in benches::ALL {
             assert!(names.insert(b.name), "duplicate bench {}", b.name);
-            assert_eq!(b.impls[0].name, "lwkt", "{}: lwkt comes first", b.name);
+            assert!(
+                b.impls[0].name == "lwkt" || b.impls[0].name.starts_with("lwkt_"),
+                "{}: lwkt comes first",
+                b.name
+            );
             assert!(benches::find(b.name).is_some());
         }
     }

@@ -269,7 +269,11 @@ pub fn chart_svg(g: &Group) -> Result<String, String> {
             .collect();
         chart
             .draw_series(valued.iter().map(|&(i, r)| {
-                let colour = if r.imp == "lwkt" { LWKT } else { PEER };
+                let colour = if r.imp == "lwkt" || r.imp.starts_with("lwkt_") {
+                    LWKT
+                } else {
+                    PEER
+                };
                 Rectangle::new(
                     [
                         (0.0, band(i) + wall_hi),
@@ -383,7 +387,7 @@ fn table_html(g: &Group) -> String {
     let cols = cells[0].len();
     for line in &cells[1..] {
         let mut class = Vec::new();
-        if line[0] == "lwkt" {
+        if line[0] == "lwkt" || line[0].starts_with("lwkt_") {
             class.push("lwkt");
         }
         if best.as_deref() == Some(line[0].as_str()) {

@@ -87,6 +87,9 @@ fn list_prints_the_names() {
         "preempt_latency",
         "migrate_roundtrip",
         "scaling",
+        "kv_service",
+        "lwp_create_wait",
+        "lwp_suspend_resume",
     ] {
         assert!(names.iter().any(|l| l == n), "{n} missing from {names:?}");
     }
@@ -283,6 +286,25 @@ fn preempt_and_migrate_benches_report() {
     assert!(note(1).contains("2.00 migrations"), "{}", note(1));
 }
 
+/// The LWP benches keep their JSON names: `lwp_create_wait` with its
+/// three rows, `lwp_suspend_resume` with CPU time beside wall time.
+#[test]
+fn lwp_benches_report_their_rows() {
+    let _machine = serial();
+    let results = &run_json(&["--json", "--quick", "lwp_create_wait", "lwp_suspend_resume"]);
+    assert_eq!(
+        impls_of(results, "lwp_create_wait"),
+        ["lwkt_lwp", "lwkt_spawn_join", "std_thread"]
+    );
+    assert_eq!(impls_of(results, "lwp_suspend_resume"), ["lwkt_lwp"]);
+    for r in results {
+        assert_eq!(r["unit"], "ns/op");
+        assert_spread(r);
+        assert!(r["note"].as_str().is_some_and(|n| !n.is_empty()), "{r}");
+    }
+    cpu_ns(&results[3]);
+}
+
 #[test]
 fn scaling_reports_every_cpu_count_and_the_big_runtime() {
     let _machine = serial();
@@ -410,4 +432,60 @@ fn http_plaintext_reports_throughput_and_p99_or_says_why_it_skipped() {
             assert!(note.contains("server CPU"), "{note}");
         }
     }
+}
+#[test]
+fn trace_overhead_reports_its_three_rows() {
+    let _machine = serial();
+    let results = &run_json(&["--json", "--quick", "trace_overhead"]);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let want: &[(&str, &str)] = if cores >= 2 {
+        &[
+            ("ns_per_event", "ns"),
+            ("yield_slowdown", "x"),
+            ("cross_cpu_slowdown", "x"),
+        ]
+    } else {
+        &[("ns_per_event", "ns"), ("yield_slowdown", "x")]
+    };
+    for (imp, unit) in want {
+        let r = results
+            .iter()
+            .find(|r| r["bench"] == "trace_overhead" && r["impl"] == *imp)
+            .unwrap_or_else(|| panic!("no trace_overhead/{imp} row in {results:?}"));
+        assert_eq!(r["unit"], *unit, "{r}");
+        assert!(r["value"].as_f64().unwrap().is_finite(), "{r}");
+        assert!(r["note"].as_str().unwrap().contains("alternating"), "{r}");
+    }
+}
+
+#[test]
+fn trace_flag_writes_a_trace_of_one_run() {
+    let _machine = serial();
+    let dir = std::env::temp_dir().join(format!("lwkt-bench-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("t.json");
+    let p = path.to_str().unwrap();
+    let results = run_json(&["--json", "--quick", "--trace", p, "yield_pingpong"]);
+    // Every implementation still ran; only lwkt's row was traced.
+    assert_eq!(results.len(), 5, "{results:?}");
+    let lwkt = results.iter().find(|r| r["impl"] == "lwkt").unwrap();
+    assert!(lwkt["note"].as_str().unwrap().contains("--trace"), "{lwkt}");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("trace written")).unwrap();
+    let ev = doc["traceEvents"].as_array().unwrap();
+    assert!(ev.iter().any(|e| e["ph"] == "X" && e["cat"] == "sched"));
+    assert!(ev
+        .iter()
+        .any(|e| e["ph"] == "M" && e["args"]["name"] == "lwkt CPUs"));
+    assert!(doc["otherData"]["events"].as_u64().unwrap() > 0);
+    // Misuse: two benchmarks, or none with an lwkt row.
+    for args in [
+        &["--json", "--trace", p, "yield_pingpong", "spawn_join"][..],
+        &["--json", "--trace", p, "--impls", "tokio", "yield_pingpong"][..],
+    ] {
+        let out = bench().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--trace"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,8 +17,9 @@
 //!
 //! The layers, bottom up (each imports only the ones below it; see
 //! `ARCHITECTURE.md` in the repository):
-//! `sync`, `error`, `priority`, `stats` → `stack`, `ipi`, `tokref` →
-//! `sched` → `thread` → `token` → `net`, `runtime`.
+//! `sync`, `error`, `priority`, `stats` → `stack`, `ipi`, `tokref`, `trace` →
+//! `sched` → `thread` → `token` → `net`, `runtime`, and `lwp` (NetBSD's LWP
+//! lifecycle) on top.
 #![warn(missing_docs, unreachable_pub, unsafe_op_in_unsafe_fn)]
 
 #[cfg(not(loom))]
@@ -26,6 +27,8 @@ mod affinity;
 #[cfg(not(loom))]
 mod error;
 mod ipi;
+#[cfg(not(loom))]
+pub mod lwp;
 #[cfg(not(loom))]
 pub mod net;
 #[cfg(not(loom))]
@@ -50,6 +53,8 @@ mod thread_packet;
 #[cfg(not(loom))]
 mod token;
 mod tokref;
+#[cfg(not(loom))]
+mod trace;
 
 #[cfg(not(loom))]
 pub use error::{Error, Panicked, SleepError, StackAllocCause};
@@ -74,13 +79,15 @@ pub use stats::{CpuStats, Stats};
 #[cfg(not(loom))]
 pub use thread::{
     wakeup, wakeup_one, CritSection, CurThread, Handle, JoinHandle, Sleep, ThreadBuilder, ThreadId,
-    ThreadInfo, ThreadRef, ThreadState,
+    ThreadInfo, ThreadRef, ThreadState, Trace,
 };
 #[cfg(not(loom))]
 pub use token::{
     pool_token, Pooled, SharedTokenGuard, Token, TokenGuard, TokenMut, TokenRef, MAX_TOKENS,
     POOL_TOKENS,
 };
+#[cfg(not(loom))]
+pub use trace::{TraceData, DEFAULT_TRACE_EVENTS, MAX_TRACE_EVENTS, MIN_TRACE_EVENTS};
 
 /// Lock-free building blocks, exposed only to the loom model tests.
 #[cfg(loom)]

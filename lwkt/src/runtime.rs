@@ -26,7 +26,8 @@ use crate::stack::{validate_stack_size, DEFAULT_STACK_SIZE};
 use crate::stats::Stats;
 use crate::sync::Arc;
 use crate::thread::handle::{register, unregister};
-use crate::thread::{CurThread, Handle, ThreadBuilder};
+use crate::thread::{CurThread, Handle, ThreadBuilder, Trace};
+use crate::trace::{DEFAULT_TRACE_EVENTS, MAX_TRACE_EVENTS, MIN_TRACE_EVENTS};
 
 /// Default entries per IPI FIFO (a power of two). DragonFly uses 256.
 pub const IPIQ_SIZE: usize = 128;
@@ -68,6 +69,8 @@ pub struct Builder {
     idle_spin: Duration,
     ipi_fifo_size: usize,
     idle_watch: usize,
+    trace_events: usize,
+    trace: bool,
 }
 
 impl Default for Builder {
@@ -83,6 +86,8 @@ impl Default for Builder {
             idle_spin: DEFAULT_IDLE_SPIN,
             ipi_fifo_size: IPIQ_SIZE,
             idle_watch: DEFAULT_IDLE_WATCH,
+            trace_events: DEFAULT_TRACE_EVENTS,
+            trace: false,
         }
     }
 }
@@ -170,6 +175,27 @@ impl Builder {
         self
     }
 
+    /// Events each CPU's trace buffer holds per capture (default
+    /// [`DEFAULT_TRACE_EVENTS`], from [`MIN_TRACE_EVENTS`] to
+    /// [`MAX_TRACE_EVENTS`]; 32 bytes each, allocated and committed by
+    /// each CPU when a capture starts, so that recording takes no page
+    /// fault). A full buffer drops
+    /// later events and counts them ([`TraceData::dropped`]).
+    ///
+    /// [`TraceData::dropped`]: crate::TraceData::dropped
+    pub fn trace_events(mut self, n: usize) -> Self {
+        self.trace_events = n;
+        self
+    }
+
+    /// Start the runtime with an event-trace capture running (default
+    /// off), so that it records from the first switch; stop and read it
+    /// with [`Runtime::trace`].
+    pub fn trace(mut self, on: bool) -> Self {
+        self.trace = on;
+        self
+    }
+
     fn config(&self) -> Result<Config, Error> {
         let cpus = self
             .cpus
@@ -223,6 +249,14 @@ impl Builder {
         if self.idle_watch > 64 {
             return Err(invalid("idle_watch", self.idle_watch as u64, "at most 64"));
         }
+        if !(MIN_TRACE_EVENTS..=MAX_TRACE_EVENTS).contains(&self.trace_events) {
+            return Err(invalid(
+                "trace_events",
+                self.trace_events as u64,
+                "from 16 (MIN_TRACE_EVENTS) to 4194304 (MAX_TRACE_EVENTS)",
+            ));
+        }
+        let record = Trace::recording_new_runtimes();
         let pin = self
             .pin
             .unwrap_or_else(|| cpus <= crate::affinity::allowed_cores().len().max(1));
@@ -237,6 +271,9 @@ impl Builder {
             idle_spin: self.idle_spin,
             ipi_fifo_size: self.ipi_fifo_size,
             idle_watch: self.idle_watch,
+            trace_events: self.trace_events,
+            trace_at_start: self.trace || record,
+            trace_record_at_drop: record,
         })
     }
 
@@ -302,7 +339,11 @@ impl Runtime {
                         crate::affinity::pin_current(c);
                     }
                     crate::stack::overflow::ensure_altstack();
-                    Core::new(id, m).run();
+                    let core = Core::new(id, m);
+                    if let Some(buf) = core.machine.trace.initial_buffer(id) {
+                        core.tr_enable(buf);
+                    }
+                    core.run();
                 })
                 .map_err(Error::OsThread)?;
             // The owner handle, for unparking, before anyone can send: a
@@ -363,6 +404,12 @@ impl Runtime {
     pub fn stats(&self) -> Stats {
         self.handle().stats()
     }
+
+    /// The runtime's event trace: start and stop captures, read and
+    /// export them (see [`Trace`]).
+    pub fn trace(&self) -> Trace {
+        Trace::new(self.machine.clone())
+    }
 }
 
 /// Steps 2-4 of the shutdown protocol (module header).
@@ -381,6 +428,7 @@ fn finish_shutdown(
     // Messages nobody processed: threads in flight and remote spawns are
     // cancelled on a last stand-in CPU; the rest are dropped.
     Core::new(0, machine.clone()).teardown();
+    crate::thread::trace::record_at_shutdown(&machine);
     unregister(&machine);
     panicked
 }

@@ -736,3 +736,78 @@ fn a_busy_cpu_still_serves_its_sockets() {
         drop(writer.join().unwrap());
     });
 }
+
+/// LWP signals and kill reach a thread blocked in socket I/O: a signal
+/// ends a blocked `read` with `Interrupted`, and `kill` unwinds an LWP
+/// blocked in `accept` (its destructors run, the process exits killed).
+#[test]
+fn lwp_signal_and_kill_interrupt_blocked_io() {
+    use lwkt::lwp::{ExitStatus, LwpBuilder, Proc, Signal};
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let d = dropped.clone();
+    let status = bounded(30, "lwp signal/kill on io", move || {
+        let rt = Runtime::builder().cpus(2).build().unwrap();
+        let h = Proc::spawn_from(&rt.handle(), move |td| {
+            let p = td.proc().unwrap();
+            let l = TcpListener::bind(loopback()).unwrap();
+            let c = TcpStream::connect(td, l.local_addr().unwrap()).unwrap();
+            let (s, _) = l.accept(td).unwrap();
+            // A signal interrupts a blocked read.
+            let s = Arc::new(s);
+            let s2 = s.clone();
+            let got = Arc::new(std::sync::Mutex::new(None));
+            let g = got.clone();
+            let reader = p
+                .create_lwp(td, LwpBuilder::new().cpu(1), move |td| {
+                    let mut b = [0u8; 1];
+                    let r = s2.read(td, &mut b).map_err(|e| e.kind());
+                    *g.lock().unwrap() = Some(r);
+                    0
+                })
+                .unwrap();
+            // Let it block (an LWP waiting on an fd is not shown as SLEEP
+            // by the LWP layer, which only tracks its own sleeps).
+            td.sleep_for(Duration::from_millis(100)).unwrap();
+            p.signal_lwp(reader, Signal::USR1).unwrap();
+            p.wait(td, Some(reader)).unwrap();
+            assert_eq!(
+                *got.lock().unwrap(),
+                Some(Err(ErrorKind::Interrupted)),
+                "the signal did not interrupt the read"
+            );
+            // Kill unwinds an LWP blocked in accept; the first LWP blocks in
+            // a read itself.
+            struct Count(Arc<AtomicUsize>);
+            impl Drop for Count {
+                fn drop(&mut self) {
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            let v = Count(d.clone());
+            p.create_lwp(td, LwpBuilder::new().cpu(1), move |td| {
+                let _v = v;
+                let _ = l.accept(td);
+                0
+            })
+            .unwrap();
+            let _v = Count(d.clone());
+            let mut b = [0u8; 1];
+            loop {
+                // The peer stays open (`s`), so this blocks until the kill.
+                let _ = c.read(td, &mut b);
+                let _ = &s;
+                td.yield_now();
+            }
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        h.kill();
+        h.join_blocking()
+    });
+    assert_eq!(status, ExitStatus::Killed(Signal::KILL));
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        2,
+        "blocked LWPs were not unwound"
+    );
+}

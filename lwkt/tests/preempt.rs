@@ -497,16 +497,29 @@ fn pull_a_parked_thread_to_this_cpu() {
             );
             // SAFETY: as above.
             assert!(matches!(unsafe { r.pull(td) }, Err(Error::NoSuchThread)));
+            // A sleeping thread is not descheduled: it sleeps until told
+            // (not for a fixed time, which a loaded machine can outlast).
+            let done = Arc::new(AtomicUsize::new(0));
+            let d2 = done.clone();
             let busy = ThreadBuilder::new()
                 .cpu(1)
-                .spawn(td, |td| td.sleep_for(Duration::from_millis(50)))
+                .spawn(td, move |td| {
+                    d2.store(1, Ordering::SeqCst);
+                    td.sleep_until(&*d2, lwkt::Sleep::default(), || {
+                        d2.load(Ordering::SeqCst) == 2
+                    })
+                })
                 .unwrap();
-            td.sleep_for(Duration::from_millis(5)).unwrap();
+            while done.load(Ordering::SeqCst) != 1 {
+                td.sleep_for(Duration::from_millis(1)).unwrap();
+            }
             // SAFETY: as above.
             assert!(matches!(
                 unsafe { busy.thread().pull(td) },
                 Err(Error::NotDescheduled)
             ));
+            done.store(2, Ordering::SeqCst);
+            lwkt::wakeup(&*done);
             busy.join(td).unwrap().unwrap();
         });
     });

@@ -65,7 +65,7 @@ fn more_cpus_than_cores_is_allowed() {
                 .collect();
             hs.into_iter().map(|h| h.join(td).unwrap()).sum::<usize>()
         });
-        assert_eq!(sum, (0..8).sum());
+        assert_eq!(sum, (0..8).sum::<usize>());
     });
 }
 

@@ -11,6 +11,8 @@ mod cross_cpu_pingpong;
 pub mod http_plaintext;
 mod idle_cpu;
 mod kv_service;
+mod lwp_create_wait;
+mod lwp_suspend_resume;
 mod max_threads;
 mod migrate_roundtrip;
 mod preempt_latency;
@@ -21,6 +23,7 @@ mod tcp_echo_c10k;
 mod token_block_while_held;
 mod token_contended;
 mod token_uncontended;
+mod trace_overhead;
 mod yield_pingpong;
 
 /// Which way a figure is better.
@@ -36,7 +39,8 @@ pub struct Impl {
     /// Stable name: `lwkt`, `lwkt_shared`, `corosensei`, `may`, `tokio`,
     /// `tokio_2rt`, `std_thread`, `std_thread_spin`, `spin_floor`,
     /// `parking_lot`, `std_mutex`, `tokio_mutex`, `tokio_std_mutex`, and
-    /// the `_pinned` / `_drop_guard` variants of the mutex rows.
+    /// the `_pinned` / `_drop_guard` variants of the mutex rows; the LWP
+    /// benches name their lwkt rows `lwkt_lwp` and `lwkt_spawn_join`.
     pub name: &'static str,
     /// Runs the measurement in the current process and returns its figure.
     pub run: fn(&Ctx) -> RunResult,
@@ -51,7 +55,8 @@ pub struct Bench {
     pub better: Better,
     /// One-line description for the human table.
     pub about: &'static str,
-    /// `lwkt` first; the others are the peers lwkt is compared with.
+    /// `lwkt` (or an `lwkt_` row) first; the others are the peers lwkt is
+    /// compared with.
     pub impls: &'static [Impl],
     /// How long one implementation's child process may run before it is
     /// killed and reported as failed.
@@ -86,6 +91,9 @@ pub static ALL: &[&Bench] = &[
     &kv_service::BENCH,
     &http_plaintext::BENCH,
     &tcp_echo_c10k::BENCH,
+    &lwp_create_wait::BENCH,
+    &lwp_suspend_resume::BENCH,
+    &trace_overhead::BENCH,
 ];
 
 /// A figure held against another benchmark's figure from the same run:
@@ -113,6 +121,15 @@ pub static COMPARISONS: &[Comparison] = &[
         base_bench: "yield_pingpong",
         base_imp: "lwkt",
         max_ratio: 2.0,
+    },
+    // An LWP's whole lifecycle (create, run, exit, wait) should cost at
+    // most 1.5 times the bare core's spawn + join it is built on.
+    Comparison {
+        bench: "lwp_create_wait",
+        imp: "lwkt_lwp",
+        base_bench: "lwp_create_wait",
+        base_imp: "lwkt_spawn_join",
+        max_ratio: 1.5,
     },
 ];
 
@@ -220,8 +237,8 @@ mod tests {
     use super::*;
 
     /// Every row the suite has ever printed is still there, with the rows
-    /// added for honest comparisons (issue 10), and no bench lists an
-    /// implementation twice.
+    /// added for honest comparisons (issue 10) and the LWP benches (issue
+    /// 11), and no bench lists an implementation twice.
     #[test]
     fn rows_are_kept_and_added() {
         let want: &[(&str, &[&str])] = &[
@@ -265,6 +282,11 @@ mod tests {
                     "tokio_drop_guard",
                 ],
             ),
+            (
+                "lwp_create_wait",
+                &["lwkt_lwp", "lwkt_spawn_join", "std_thread"],
+            ),
+            ("lwp_suspend_resume", &["lwkt_lwp"]),
         ];
         for (bench, impls) in want {
             let b = find(bench).unwrap_or_else(|| panic!("no bench {bench}"));

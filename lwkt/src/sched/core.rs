@@ -34,6 +34,7 @@ use crate::stats::Counters;
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::Arc;
 use crate::tokref::{Policy, TokenStats};
+use crate::trace::{trace_event, CoreTrace};
 
 /// How many exited threads' structures a CPU keeps for reuse.
 const THREAD_CACHE: usize = 1024;
@@ -136,6 +137,8 @@ pub(crate) struct Core {
     /// Threads of this CPU waiting in `wait_fd` (the loop polls only
     /// while some do).
     pub(crate) io_waiters: Cell<u32>,
+    /// The event trace's switch and buffer (off unless a capture runs).
+    pub(crate) trace: CoreTrace,
 }
 
 impl Core {
@@ -176,6 +179,7 @@ impl Core {
             policy,
             poller: OnceCell::new(),
             io_waiters: Cell::new(0),
+            trace: CoreTrace::new(),
             machine,
         }
     }
@@ -288,6 +292,8 @@ impl Core {
         td.wchan.set(0);
         td.wmesg.set("");
         td.crit.set(0);
+        td.lwp_tag.set((0, 0));
+        td.swctl.set(ptr::null());
         td.guard.set(stack.guard_range());
         td.stack_size.set(stack.usable_size());
         debug_assert!(td.toks.is_empty());
@@ -295,6 +301,7 @@ impl Core {
         unsafe { *td.name.get() = name };
         self.link_all(t);
         self.stats().threads_spawned.bump();
+        trace_event!(self, tr_spawn(td));
         t
     }
 

@@ -10,7 +10,7 @@
 
 use super::machine::Machine;
 use super::td::Thread;
-use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
+use crate::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use crate::sync::Arc;
 
 /// See the module header.
@@ -69,4 +69,54 @@ pub(crate) trait CtlOwner: Send + Sync {
     /// Marks the thread as cancelled by runtime shutdown and wakes its
     /// joiners.
     fn cancel(&self);
+}
+
+/// A block the switch path keeps up to date for a thread that asks for it
+/// (NetBSD's `lwpctl`, offered to the LWP layer): written only by the CPU
+/// that runs the thread, readable by anyone without a lock.
+///
+/// `cpu` is the CPU the thread runs on, or [`SwitchCtl::NONE`] while it is
+/// switched out, or [`SwitchCtl::EXITED`] once it is gone. `pctr` is
+/// bumped every time the thread is switched out. `blocked` says whether the
+/// last switch-out was a sleep or a park (rather than a yield or a
+/// preemption).
+#[derive(Debug)]
+pub(crate) struct SwitchCtl {
+    pub(crate) cpu: AtomicI32,
+    pub(crate) pctr: AtomicU32,
+    pub(crate) blocked: AtomicBool,
+}
+
+impl SwitchCtl {
+    /// Not on a CPU.
+    pub(crate) const NONE: i32 = -1;
+    /// The thread has exited.
+    pub(crate) const EXITED: i32 = -2;
+
+    pub(crate) fn new() -> SwitchCtl {
+        SwitchCtl {
+            cpu: AtomicI32::new(Self::NONE),
+            pctr: AtomicU32::new(0),
+            blocked: AtomicBool::new(false),
+        }
+    }
+
+    /// The thread is switched in on `cpu`.
+    #[cold]
+    pub(crate) fn switched_in(&self, cpu: usize) {
+        self.cpu.store(cpu as i32, Ordering::Release);
+    }
+
+    /// The thread is switched out; `blocked` as above. Only the CPU that
+    /// runs the thread writes, so a load and a store bump the counter (no
+    /// read-modify-write).
+    #[cold]
+    pub(crate) fn switched_out(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::Relaxed);
+        self.pctr.store(
+            self.pctr.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Release,
+        );
+        self.cpu.store(Self::NONE, Ordering::Release);
+    }
 }

@@ -44,17 +44,21 @@ pub(crate) struct Config {
     pub(crate) idle_spin: Duration,
     pub(crate) ipi_fifo_size: usize,
     pub(crate) idle_watch: usize,
+    pub(crate) trace_events: usize,
+    pub(crate) trace_at_start: bool,
+    pub(crate) trace_record_at_drop: bool,
 }
 
 /// A message to a CPU (an IPI). Carried out by the target on its own OS
 /// thread.
 pub(crate) enum Msg {
-    /// Wake every sleeper on `chan` on the target CPU.
-    Wakeup { chan: usize },
+    /// Wake every sleeper on `chan` on the target CPU. `flow`: the trace's
+    /// id for this IPI (0 when tracing is off).
+    Wakeup { chan: usize, flow: u32 },
     /// Wake one sleeper on `chan`; if the target has none, pass the request
     /// on to the next CPU with sleepers in that bucket, stopping before
     /// `stop` (the CPU where the request began).
-    WakeupOne { chan: usize, stop: usize },
+    WakeupOne { chan: usize, stop: usize, flow: u32 },
     /// Run a function on the target CPU (remote thread creation, `ps`).
     Call(Box<dyn FnOnce(&Core) + Send>),
     /// A request about one thread (schedule, deschedule, priority,
@@ -99,6 +103,9 @@ pub(crate) struct Machine {
     next_cpu: AtomicUsize,
     /// IPI counters of senders outside the runtime.
     pub(crate) ext_stats: Counters,
+    /// The event trace's capture state (controls only; never touched on
+    /// an event path).
+    pub(crate) trace: crate::trace::Control,
 }
 
 impl Machine {
@@ -120,6 +127,12 @@ impl Machine {
             clock_thread: std::sync::OnceLock::new(),
             next_cpu: AtomicUsize::new(0),
             ext_stats: Counters::default(),
+            trace: crate::trace::Control::new(
+                n,
+                config.trace_events,
+                config.trace_at_start,
+                config.trace_record_at_drop,
+            ),
             config,
         }
     }

@@ -16,9 +16,10 @@
 //! | `sleepmask.rs` | the runtime's sleep-bucket masks (loom-checked)        |
 //! | `timers.rs` | per-CPU sleep timeouts                                    |
 //! | `poll.rs`   | per-CPU fd readiness (epoll), `wait_fd`; created lazily   |
+//! | `tracepoints.rs` | what each trace event site records                   |
 //!
-//! Layering: this module uses `ipi`, `tokref`, `stack` and the leaf
-//! modules; nothing here imports the thread API, tokens or the runtime.
+//! Layering: this module uses `ipi`, `tokref`, `stack`, `trace` and the
+//! leaf modules; nothing here imports the thread API, tokens or the runtime.
 
 pub(crate) mod core;
 pub(crate) mod ctl;
@@ -32,3 +33,4 @@ pub(crate) mod switch;
 pub(crate) mod synch;
 pub(crate) mod td;
 pub(crate) mod timers;
+pub(crate) mod tracepoints;

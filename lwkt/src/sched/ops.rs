@@ -26,6 +26,7 @@ use super::machine::Msg;
 use super::td::{tdf, TdPtr, Wake};
 use crate::sync::atomic::{AtomicU8, Ordering};
 use crate::sync::Arc;
+use crate::trace::{trace_event, wake};
 
 /// A request about one thread.
 pub(crate) struct ThreadOp {
@@ -44,6 +45,10 @@ pub(crate) enum OpKind {
     SetPriority(u8),
     /// Interrupt its interruptible sleep.
     Interrupt,
+    /// An upper layer's request (the LWP layer's suspend, stop, signal,
+    /// exit): mark the thread UPCALL so it looks at its requests at its
+    /// next switch point, and with `kick`, end an interruptible sleep.
+    Upcall { kick: bool },
     /// `lwkt_giveaway`: hand a descheduled thread to CPU `to`.
     GiveAway { to: usize, reply: Arc<Reply> },
 }
@@ -135,6 +140,7 @@ impl Core {
                     }
                 }
             }
+            OpKind::Upcall { kick } => self.upcall_local(t, kick),
             OpKind::GiveAway { to, reply } => {
                 if td.has(tdf::PARKED) {
                     self.give_away(t, to, false);
@@ -146,12 +152,26 @@ impl Core {
         }
     }
 
+    /// [`OpKind::Upcall`] on the owning CPU: the flag is the one bit the
+    /// thread side tests after every switch (no cost to threads that never
+    /// get one); a kicked interruptible sleep ends as interrupted, then the
+    /// thread looks at its requests.
+    pub(crate) fn upcall_local(&self, t: TdPtr, kick: bool) {
+        // SAFETY: called with a thread this CPU owns (thread_op checked).
+        let td = unsafe { t.td() };
+        td.set(tdf::UPCALL);
+        if kick && td.has(tdf::SLEEPING) && td.has(tdf::SINTR) {
+            self.wake(t, Wake::Interrupt);
+        }
+    }
+
     /// `lwkt_schedule` on the owning CPU.
     pub(crate) fn schedule_local(&self, t: TdPtr) {
         // SAFETY: the caller found `t` owned by this CPU.
         let td = unsafe { t.td() };
         if td.has(tdf::PARKED) {
             td.clear(tdf::PARKED);
+            trace_event!(self, tr_wakeup(td, wake::SCHEDULE, 0));
             self.make_runnable(t);
         } else if td.has(tdf::SLEEPING) {
             // A raw schedule ends a sleep early: a spurious wakeup.
@@ -203,6 +223,7 @@ impl Core {
             ctl.cpu.store(to, Ordering::SeqCst);
         }
         self.stats().migrations.bump();
+        trace_event!(self, tr_migrate_out(td, to));
         self.send(to, Msg::Adopt(Adopt { td: t, runnable }));
     }
 
@@ -221,6 +242,7 @@ impl Core {
         if self.shutting_down.get() || self.stopping() {
             td.set(tdf::CANCEL);
         }
+        trace_event!(self, tr_migrate_in(td, a.runnable));
         if a.runnable {
             td.clear(tdf::PARKED);
             self.make_runnable(t);

@@ -57,6 +57,7 @@ use super::core::Core;
 use super::machine::Msg;
 use super::td::{tdf, TdPtr, Thread};
 use crate::ipi::SendWait;
+use crate::trace::trace_event;
 
 /// While timers are armed, a busy CPU looks at the clock once every this
 /// many scheduling passes (reading it costs more than a switch).
@@ -142,9 +143,13 @@ impl Core {
             .toks
             .acquire_all(td.identity(), &self.policy, self.stats())
         {
-            Ok(()) => true,
+            Ok(()) => {
+                trace_event!(self, tr_tok_acquire(td));
+                true
+            }
             Err(name) => {
                 td.wmesg.set(name);
+                trace_event!(self, tr_tok_collide(td, name));
                 false
             }
         }
@@ -183,13 +188,19 @@ impl Core {
         // all-list until it exits, which is handled below.
         let td = unsafe { t.td() };
         self.has_run.set(true);
-        td.flags
-            .set((td.flags.get() & !(tdf::RUNQ | tdf::PREEMPTED)) | tdf::RUNNING);
+        let f0 = (td.flags.get() & !(tdf::RUNQ | tdf::PREEMPTED)) | tdf::RUNNING;
+        td.flags.set(f0);
+        if f0 & tdf::SWCTL != 0 {
+            // SAFETY: set while SWCTL, by the thread, which keeps the
+            // block alive until it clears SWCTL on its own stack.
+            unsafe { &*td.swctl.get() }.switched_in(self.id);
+        }
         self.cur.set(t.as_ptr());
         // A thread's turn lasts at least until the next tick after it
         // starts (ticks that passed while others ran do not count).
         self.seen_tick.set(self.machine.tick());
         self.stats().switches.bump();
+        trace_event!(self, tr_switch_in(td, back));
         // SAFETY: only the loop, or a thread handing off, resumes a
         // thread, and only one taken off the run queue, which is not
         // running and whose coroutine nobody else is resuming (see
@@ -202,6 +213,18 @@ impl Core {
         self.cur.set(back);
         let f = td.flags.get() & !tdf::RUNNING;
         td.flags.set(f);
+        if f & tdf::SWCTL != 0 {
+            // SAFETY: as above (a thread that returned cleared SWCTL first).
+            unsafe { &*td.swctl.get() }.switched_out(f & (tdf::SLEEPING | tdf::PARKED) != 0);
+        }
+        trace_event!(
+            self,
+            tr_switch_out(
+                td,
+                f,
+                matches!(res, corosensei::CoroutineResult::Return(()))
+            )
+        );
         match res {
             corosensei::CoroutineResult::Yield(()) if f & tdf::MIGRATING == 0 => {}
             corosensei::CoroutineResult::Yield(()) => self.migrate_switched_out(t),
@@ -395,19 +418,20 @@ impl Core {
     /// Carries out one message (`lwkt_process_ipiq`'s dispatch).
     fn handle_msg(&self, src: Option<usize>, m: Msg) {
         self.stats().ipis_processed.bump();
+        let _trace = self.tr_msg_scope(src, &m);
         if let Some(s) = src {
             self.inbox.note(s);
         }
         match m {
-            Msg::Wakeup { chan } => {
+            Msg::Wakeup { chan, .. } => {
                 prefetch(chan);
                 self.wakeup_local(chan, false);
             }
-            Msg::WakeupOne { chan, stop } => {
+            Msg::WakeupOne { chan, stop, flow } => {
                 if !self.wakeup_local(chan, true) {
                     let b = super::sleepq::bucket_of(chan);
                     if let Some(next) = self.machine.sleep.next_after(b, self.id, stop) {
-                        self.send(next, Msg::WakeupOne { chan, stop });
+                        self.send(next, Msg::WakeupOne { chan, stop, flow });
                     }
                 }
             }
@@ -426,6 +450,7 @@ impl Core {
             self.handle_msg(None, m);
             return;
         }
+        trace_event!(self, tr_ipi_send(dst, &m));
         let mb = &self.machine.cpus[dst].mailbox;
         match self.outbox.send(self.id, mb, dst, m, self) {
             Ok(true) => self.stats().ipis_sent.bump(),
@@ -623,6 +648,7 @@ impl Core {
     /// loop runs it again only once it has acquired all its tokens.
     pub(crate) fn block_for_tokens(&self, t: TdPtr, td: &Thread) {
         self.stats().tok_blocks.bump();
+        trace_event!(self, tr_tok_block(td));
         if td.has(tdf::CANCEL) {
             // Unwinding at shutdown: the loop is not picking threads any
             // more; wait here for the holders.
@@ -743,6 +769,7 @@ impl Core {
             return;
         }
         self.stats().preempt_hits.bump();
+        trace_event!(self, tr_preempt(atd, btd));
         // `b` first in line: run it right here (a handoff); `a` keeps its
         // tokens and resumes when `b` switches out, unless that made a
         // thread of higher priority than `a` runnable.

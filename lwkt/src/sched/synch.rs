@@ -16,6 +16,7 @@ use super::td::{tdf, TdPtr, Thread, Wake};
 use super::timers::Timer;
 use crate::error::SleepError;
 use crate::sync::atomic::{fence, Ordering};
+use crate::trace::{trace_event, wake};
 
 impl Core {
     /// Ends a sleep of `t` (or records the wakeup if it registered with the
@@ -32,6 +33,7 @@ impl Core {
             td.clear(tdf::SLEEPING | tdf::SINTR);
             td.wake.set(why);
             self.stats().wakeups.bump();
+            trace_event!(self, tr_wake(td, why));
             self.make_runnable(t);
         } else if why == Wake::Wakeup {
             td.set(tdf::WOKEN);
@@ -87,6 +89,7 @@ impl Core {
             td.clear(tdf::SLEEPING);
             td.wake.set(Wake::Wakeup);
             self.stats().wakeups.bump();
+            trace_event!(self, tr_wakeup(td, wake::JOIN, 0));
             self.make_runnable(t);
         }
     }
@@ -104,6 +107,7 @@ impl Core {
                 td.clear(tdf::SLEEPING | tdf::SINTR);
                 td.wake.set(Wake::Wakeup);
                 self.stats().wakeups.bump();
+                trace_event!(self, tr_wakeup(td, wake::CHANNEL, chan));
                 self.make_runnable(t);
             } else {
                 td.set(tdf::WOKEN);
@@ -202,6 +206,7 @@ impl Core {
         if let Some(when) = timeout.and_then(|d| Instant::now().checked_add(d)) {
             self.arm_timer(t, td, when);
         }
+        trace_event!(self, tr_sleep(td, chan));
         self.switch_out(td);
         // Any timer still armed for this sleep is now stale.
         td.sleep_seq.set(td.sleep_seq.get() + 1);
@@ -243,13 +248,21 @@ pub(crate) fn wakeup_ordered(m: &Machine, from: Option<&Core>, chan: usize, one:
                         Msg::WakeupOne {
                             chan,
                             stop: core.id,
+                            flow: core.tr_flow(),
                         },
                     );
                 }
             }
             None => {
                 if let Some(c) = m.sleep.first(b) {
-                    let _ = m.send_external(c, Msg::WakeupOne { chan, stop: c });
+                    let _ = m.send_external(
+                        c,
+                        Msg::WakeupOne {
+                            chan,
+                            stop: c,
+                            flow: 0,
+                        },
+                    );
                 }
             }
         }
@@ -259,9 +272,15 @@ pub(crate) fn wakeup_ordered(m: &Machine, from: Option<&Core>, chan: usize, one:
         Some(core) if core.id == c => {
             core.wakeup_local(chan, false);
         }
-        Some(core) => core.send(c, Msg::Wakeup { chan }),
+        Some(core) => core.send(
+            c,
+            Msg::Wakeup {
+                chan,
+                flow: core.tr_flow(),
+            },
+        ),
         None => {
-            let _ = m.send_external(c, Msg::Wakeup { chan });
+            let _ = m.send_external(c, Msg::Wakeup { chan, flow: 0 });
         }
     });
 }

@@ -19,7 +19,7 @@ use std::ptr::{self, NonNull};
 use corosensei::{Coroutine, Yielder};
 
 use super::core::Core;
-use super::ctl::{Ctl, CtlOwner};
+use super::ctl::{Ctl, CtlOwner, SwitchCtl};
 use crate::stack::Stack;
 use crate::tokref::TokRefs;
 
@@ -57,6 +57,11 @@ pub(crate) type Yld = Yielder<(), ()>;
 /// | 14  | UNWINDING | the runtime is unwinding its stack (shutdown)       |
 /// | 15  | HANDOFF   | on the CPU, but the thread it handed off to runs on |
 /// |     |           | top of it (`Core::handoff`); on no queue            |
+/// | 16  | UPCALL    | an upper layer (LWPs) asked the thread to look at   |
+/// |     |           | its requests at its next switch point (see          |
+/// |     |           | `thread::cur`); set only by the owning CPU          |
+/// | 17  | SWCTL     | `swctl` points at a switch-visibility block the     |
+/// |     |           | switch path keeps up to date (the LWP `lwpctl`)     |
 ///
 /// Invariants: at most one of RUNQ, SLEEPING, RUNNING, PARKED, HANDOFF (a thread
 /// that is switching out may have the next state set while its CPU's loop
@@ -80,6 +85,8 @@ pub(crate) mod tdf {
     pub(crate) const INTTHREAD: u32 = 1 << 13;
     pub(crate) const UNWINDING: u32 = 1 << 14;
     pub(crate) const HANDOFF: u32 = 1 << 15;
+    pub(crate) const UPCALL: u32 = 1 << 16;
+    pub(crate) const SWCTL: u32 = 1 << 17;
 }
 
 /// Why the last sleep ended.
@@ -179,6 +186,16 @@ pub(crate) struct Thread {
     pub(crate) packet: Cell<Option<NonNull<dyn CtlOwner>>>,
     /// Target CPU while MIGRATING.
     pub(crate) migrate_to: Cell<usize>,
+    /// While SWCTL: the block the switch path updates on every switch in
+    /// and out (kept alive by the thread itself, which sets and clears
+    /// SWCTL on its own stack).
+    pub(crate) swctl: Cell<*const SwitchCtl>,
+    /// A label an upper layer gives the thread for the `ps` listing: the
+    /// LWP layer's (pid, lid); (0, 0) for a plain thread.
+    pub(crate) lwp_tag: Cell<(u32, u32)>,
+    /// Trace only: the thread switched out blocked on a token and has not
+    /// acquired it yet (touched only while tracing is on).
+    pub(crate) trace_tokwait: Cell<bool>,
 }
 
 impl Thread {
@@ -208,6 +225,9 @@ impl Thread {
             toks: TokRefs::new(),
             crit: Cell::new(0),
             migrate_to: Cell::new(0),
+            swctl: Cell::new(ptr::null()),
+            lwp_tag: Cell::new((0, 0)),
+            trace_tokwait: Cell::new(false),
         })
     }
 

@@ -7,6 +7,7 @@
 //! Token acquisition (`get_token` and friends) is added to `CurThread` by
 //! the `token` module, one layer up.
 
+use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use crate::error::{Error, SleepError};
 use crate::priority::Priority;
 use crate::sched::core::Core;
 use crate::sched::td::{tdf, TdPtr, Thread};
+use crate::sync::Arc;
 
 /// A thread's identity: unique in the process, never reused (not even by
 /// another runtime), so it identifies one thread for as long as the
@@ -56,7 +58,27 @@ impl fmt::Display for ThreadId {
 /// ```
 pub struct CurThread {
     t: TdPtr,
+    /// What an upper layer (the LWP layer) attached to this thread: run at
+    /// switch points when the thread's UPCALL flag is set.
+    upcall: Option<Arc<dyn Upcall>>,
     _not_send: PhantomData<*mut ()>,
+}
+
+/// The hook an upper layer (the LWP layer) attaches to a thread it runs.
+/// The core only sets the thread's UPCALL flag on request
+/// ([`ThreadRef::upcall`]); the thread itself calls the hook, on its own
+/// stack, at its next switch point.
+pub(crate) trait Upcall: Send + Sync + 'static {
+    /// Called at a switch point after UPCALL was seen (and cleared): the
+    /// thread may stop here (park until continued), or unwind (exit).
+    fn at_switch_point(&self, td: &mut CurThread);
+    /// Whether an interruptible sleep must fail at once (a level, such as
+    /// a pending signal, not an edge).
+    fn interrupts_sleep(&self) -> bool;
+    /// For the upper layer to find its own type again.
+    fn as_any(&self) -> &dyn Any;
+    /// The same, keeping the reference.
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
 impl fmt::Debug for CurThread {
@@ -120,8 +142,73 @@ impl CurThread {
     pub(crate) fn new(t: TdPtr) -> CurThread {
         CurThread {
             t,
+            upcall: None,
             _not_send: PhantomData,
         }
+    }
+
+    /// Attaches (or removes) the upper layer's hook.
+    pub(crate) fn set_upcall(&mut self, u: Option<Arc<dyn Upcall>>) {
+        self.upcall = u;
+    }
+
+    /// The upper layer's hook, if one is attached.
+    pub(crate) fn upcall(&self) -> Option<&Arc<dyn Upcall>> {
+        self.upcall.as_ref()
+    }
+
+    /// A switch point: after anything that may have switched the thread
+    /// out, one test of a flag the switch just touched. Only a thread an
+    /// upper layer sent a request to takes the branch.
+    #[inline(always)]
+    pub(crate) fn switch_point(&mut self) {
+        if self.thread().flags.get() & tdf::UPCALL != 0 {
+            self.run_upcall();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn run_upcall(&mut self) {
+        self.thread().clear(tdf::UPCALL);
+        if let Some(u) = self.upcall.clone() {
+            u.at_switch_point(self);
+        }
+    }
+
+    /// `park` without a switch point (for the upper layer's own stop loop).
+    pub(crate) fn park_raw(&mut self) {
+        self.core().park_cur(self.thread());
+    }
+
+    /// Releases the thread's tokens now, before it publishes that it is
+    /// stopping (so "stopped" implies "holds no token"). The thread must
+    /// not touch token data until [`reacquire_tokens`](Self::reacquire_tokens):
+    /// only the upper layer's stop loop, which has no guard in hand, calls
+    /// this, and it always ends with `reacquire_tokens`.
+    pub(crate) fn release_tokens_early(&mut self) {
+        let td = self.thread();
+        if !td.toks.is_empty() {
+            td.toks.release_all();
+        }
+    }
+
+    /// Gets back every token released by
+    /// [`release_tokens_early`](Self::release_tokens_early) (a park that
+    /// returned at once, on a permit, never went through the scheduler,
+    /// which re-acquires them otherwise): waits for them like a blocked
+    /// acquisition.
+    pub(crate) fn reacquire_tokens(&mut self) {
+        let td = self.thread();
+        if !td.toks.is_empty() && !td.toks.all_held() {
+            self.core().block_for_tokens(self.t, td);
+        }
+    }
+
+    /// Whether the upper layer wants interruptible sleeps to fail now.
+    #[inline]
+    fn sleep_interrupted_by_upcall(&self) -> bool {
+        self.upcall.as_ref().is_some_and(|u| u.interrupts_sleep())
     }
 
     #[inline]
@@ -202,6 +289,7 @@ impl CurThread {
     #[inline(always)]
     pub fn yield_now(&mut self) {
         self.core().yield_cur(self.t, self.thread());
+        self.switch_point();
     }
 
     /// Switches only if a reschedule is wanted: a higher-priority thread is
@@ -212,6 +300,7 @@ impl CurThread {
     #[inline]
     pub fn maybe_yield(&mut self) {
         self.core().maybe_yield_cur(self.t, self.thread());
+        self.switch_point();
     }
 
     /// Raw deschedule of the current thread (`lwkt_deschedule_self` +
@@ -224,6 +313,7 @@ impl CurThread {
     #[inline]
     pub fn park(&mut self) {
         self.core().park_cur(self.thread());
+        self.switch_point();
     }
 
     /// Registers this thread on `chan` without sleeping yet
@@ -266,14 +356,21 @@ impl CurThread {
     /// interrupted, or the runtime is shutting down.
     #[doc(alias = "tsleep")]
     pub fn sleep<C: ?Sized>(&mut self, chan: &C, opts: Sleep) -> Result<(), SleepError> {
-        self.core().sleep_cur(
+        if opts.interruptible && self.sleep_interrupted_by_upcall() {
+            self.sleep_remove();
+            self.switch_point();
+            return Err(SleepError::Interrupted);
+        }
+        let r = self.core().sleep_cur(
             self.t,
             self.thread(),
             chan_addr(chan),
             opts.timeout,
             opts.interruptible,
             opts.wmesg,
-        )
+        );
+        self.switch_point();
+        r
     }
 
     /// Sleeps on `chan` until `cond()` holds: checks it, registers with the
@@ -418,6 +515,7 @@ impl CurThread {
             return Ok(());
         }
         self.core().migrate_cur(self.thread(), cpu);
+        self.switch_point();
         Ok(())
     }
 
@@ -448,7 +546,20 @@ impl CurThread {
         interest: crate::sched::poll::Interest,
         timeout: Option<Duration>,
     ) -> std::io::Result<crate::sched::poll::Ready> {
-        self.core()
-            .wait_fd_cur(self.t, self.thread(), fd.as_fd(), interest, timeout)
+        // As an interruptible `sleep`: a pending LWP signal, stop or kill
+        // ends it before it starts, and the switch point after it lets the
+        // upper layer act (park for a stop, unwind for a kill).
+        if self.sleep_interrupted_by_upcall() {
+            self.switch_point();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "lwkt: wait_fd interrupted",
+            ));
+        }
+        let r = self
+            .core()
+            .wait_fd_cur(self.t, self.thread(), fd.as_fd(), interest, timeout);
+        self.switch_point();
+        r
     }
 }

@@ -223,8 +223,9 @@ impl<T: Send + 'static> JoinHandle<T> {
     /// caller's frame.
     #[inline(always)]
     pub fn join(self, td: &mut CurThread) -> Result<T, Panicked> {
-        self.join_payload(td)
-            .map_err(|p| Panicked::from_payload(&*p))
+        let r = self.join_payload(td);
+        td.switch_point();
+        r.map_err(|p| Panicked::from_payload(&*p))
     }
 
     #[inline(always)]

@@ -64,14 +64,22 @@ pub struct ThreadInfo {
     /// While sleeping or waiting for a token: the sleep's wait message or
     /// the token's name; empty otherwise.
     pub wmesg: &'static str,
+    /// For an LWP (see [`crate::lwp`]): its process id and LWP id, as
+    /// raw numbers (`Pid::get`, `Lid::get`).
+    pub lwp: Option<(u32, u32)>,
 }
 
 impl fmt::Display for ThreadInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lwp = match self.lwp {
+            Some((p, l)) => format!("{p}.{l}"),
+            None => "-".to_owned(),
+        };
         write!(
             f,
-            "{:>12} cpu{:<3} pri {:>2} {:<7} {:<16} {}",
+            "{:>12} {:>9} cpu{:<3} pri {:>2} {:<7} {:<16} {}",
             self.id.to_string(),
+            lwp,
             self.cpu,
             self.priority.get(),
             self.state.to_string(),
@@ -106,6 +114,10 @@ fn describe(core: &Core, td: &Thread) -> ThreadInfo {
         priority: Priority::new(td.pri.get()).unwrap_or_default(),
         state,
         wmesg,
+        lwp: match td.lwp_tag.get() {
+            (0, _) => None,
+            tag => Some(tag),
+        },
     }
 }
 

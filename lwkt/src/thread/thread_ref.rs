@@ -131,6 +131,14 @@ impl ThreadRef {
         self.op(OpKind::Interrupt);
     }
 
+    /// Asks the thread to look at its upper-layer requests at its next
+    /// switch point (sets UPCALL on its CPU); with `kick`, an
+    /// interruptible sleep it is in ends as interrupted. Used by the LWP
+    /// layer for suspend, stop, signals and exit.
+    pub(crate) fn upcall(&self, kick: bool) {
+        self.op(OpKind::Upcall { kick });
+    }
+
     /// Carries out a request: on the owning CPU when that is this one,
     /// else as a message (from outside when the caller is not a thread of
     /// the thread's runtime).

@@ -581,18 +581,26 @@ impl CurThread {
     pub fn get_token<'a, T: ?Sized + Send>(&mut self, tok: &'a Token<T>) -> TokenGuard<'a, T> {
         let raw = tok.raw();
         let td = self.thread();
-        let slot = match td.toks.acquire_fast(raw, true, td.identity()) {
-            Some(s) => s,
-            None => self
-                .acquire_slow(raw, true, true)
-                .expect("a blocking acquisition"),
+        let (slot, slow) = match td.toks.acquire_fast(raw, true, td.identity()) {
+            Some(s) => (s, false),
+            None => (
+                self.acquire_slow(raw, true, true)
+                    .expect("a blocking acquisition"),
+                true,
+            ),
         };
-        TokenGuard {
+        let g = TokenGuard {
             token: tok,
             slot,
             owner: self.thread().tid.get(),
             _not_send: PhantomData,
+        };
+        if slow {
+            // A switch point (it may have blocked); the guard exists, so an
+            // exit requested meanwhile unwinds through it.
+            self.switch_point();
         }
+        g
     }
 
     /// Takes `tok` shared, blocking while it is held exclusively by
@@ -610,18 +618,26 @@ impl CurThread {
     ) -> SharedTokenGuard<'a, T> {
         let raw = tok.raw();
         let td = self.thread();
-        let slot = match td.toks.acquire_fast(raw, false, td.identity()) {
-            Some(s) => s,
-            None => self
-                .acquire_slow(raw, false, true)
-                .expect("a blocking acquisition"),
+        let (slot, slow) = match td.toks.acquire_fast(raw, false, td.identity()) {
+            Some(s) => (s, false),
+            None => (
+                self.acquire_slow(raw, false, true)
+                    .expect("a blocking acquisition"),
+                true,
+            ),
         };
-        SharedTokenGuard {
+        let g = SharedTokenGuard {
             token: tok,
             slot,
             owner: self.thread().tid.get(),
             _not_send: PhantomData,
+        };
+        if slow {
+            // A switch point (it may have blocked); the guard exists, so an
+            // exit requested meanwhile unwinds through it.
+            self.switch_point();
         }
+        g
     }
 
     /// Takes `tok` exclusively if that is possible without blocking;
