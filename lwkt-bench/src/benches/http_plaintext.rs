@@ -89,8 +89,8 @@ const PIPELINE_LUA: &str = "init = function(args)
 end
 request = function() return req end
 done = function(summary, latency, requests)
-  io.write(string.format(\"LWKT-LATENCY p50 %d p99 %d\\n\",
-    latency:percentile(50), latency:percentile(99)))
+  io.write(string.format(\"LWKT-LATENCY p50 %d p99 %d max %d\\n\",
+    latency:percentile(50), latency:percentile(99), latency.max))
 end
 ";
 
@@ -148,6 +148,11 @@ struct Point {
     rps: f64,
     p50_us: f64,
     p99_us: f64,
+    /// wrk's largest latency (µs).
+    max_us: f64,
+    /// Whether `p99_us` is wrk's max latency standing in for a p99 its
+    /// histogram could not give (an upper bound; see `measure`).
+    p99_is_max: bool,
     /// Server CPU use over the run, in % of one core.
     cpu_pct: f64,
     /// Server CPU ns per request.
@@ -158,7 +163,7 @@ struct Point {
 impl Point {
     /// Whether wrk's p99 is usable (see `measure`).
     fn p99_ok(&self) -> bool {
-        self.p99_us > 0.0 && self.p99_us >= self.p50_us
+        self.p99_us > 0.0 && (self.p99_us >= self.p50_us || self.p99_is_max)
     }
 
     fn describe(&self) -> String {
@@ -167,7 +172,12 @@ impl Point {
             self.conns,
             self.rps,
             self.p50_us,
-            if self.p99_ok() {
+            if self.p99_is_max {
+                format!(
+                    "n/a (wrk's histogram printed 0; max {:.0} us, an upper bound)",
+                    self.p99_us
+                )
+            } else if self.p99_ok() {
                 format!("{:.0} us", self.p99_us)
             } else {
                 "n/a (wrk printed none)".to_string()
@@ -237,11 +247,13 @@ fn parse_dur_us(s: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|v| v * mult)
 }
 
-/// Requests/s, p50 and p99 (µs) and socket errors from wrk's output.
-fn parse_wrk(out: &str) -> Result<(f64, f64, f64, u64), String> {
+/// Requests/s, p50, p99, socket errors and the max latency (µs; 0 when
+/// the script did not print it).
+fn parse_wrk(out: &str) -> Result<(f64, f64, f64, u64, f64), String> {
     let mut rps = None;
     let (mut p50, mut p99) = (None, None);
     let mut lua = None;
+    let mut max = None;
     let mut errors = 0;
     for l in out.lines() {
         let t = l.trim();
@@ -249,11 +261,14 @@ fn parse_wrk(out: &str) -> Result<(f64, f64, f64, u64), String> {
             // From the script's `done` hook, in µs: preferred over the
             // formatted table (see `measure` on wrk's stray zero p99).
             let f: Vec<&str> = v.split_whitespace().collect();
-            if let [_, a, _, b] = f.as_slice() {
+            if let [_, a, _, b, rest @ ..] = f.as_slice() {
                 if let (Ok(a), Ok(b)) = (a.parse::<f64>(), b.parse::<f64>()) {
                     if b > 0.0 && b >= a {
                         lua = Some((a, b));
                     }
+                }
+                if let [_, m] = rest {
+                    max = m.parse::<f64>().ok();
                 }
             }
         } else if let Some(v) = t.strip_prefix("Requests/sec:") {
@@ -274,7 +289,7 @@ fn parse_wrk(out: &str) -> Result<(f64, f64, f64, u64), String> {
         (p50, p99) = (Some(a), Some(b));
     }
     match (rps, p50, p99) {
-        (Some(r), Some(a), Some(b)) => Ok((r, a, b, errors)),
+        (Some(r), Some(a), Some(b)) => Ok((r, a, b, errors, max.unwrap_or(0.0))),
         _ => Err(format!("cannot read wrk's output:\n{out}")),
     }
 }
@@ -371,7 +386,7 @@ fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
             ));
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        let (rps, p50_us, p99_us, errors) = parse_wrk(&text)?;
+        let (rps, p50_us, p99_us, errors, max_us) = parse_wrk(&text)?;
         let cpu_s = (t1 - t0) as f64 / clk_tck();
         let requests = rps * f64::from(secs);
         Ok(Point {
@@ -380,6 +395,8 @@ fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
             rps,
             p50_us,
             p99_us,
+            max_us,
+            p99_is_max: false,
             cpu_pct: 100.0 * cpu_s / wall.as_secs_f64(),
             cpu_ns: if requests > 0.0 {
                 cpu_s * 1e9 / requests
@@ -405,10 +422,18 @@ fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
                 }
                 p = run(c, pipelined, secs)?;
             }
+            if !p.p99_ok() && p.max_us > 0.0 {
+                // At over a million responses a second wrk 4.1's histogram
+                // prints every percentile as 0 (its mean and max stay
+                // right): report its max latency instead, an upper bound
+                // on the p99, and say so.
+                p.p99_us = p.max_us;
+                p.p99_is_max = true;
+            }
             if !p.p99_ok() && pipelined && c == HEADLINE {
                 return Err(format!(
                     "wrk reported a p99 of {} us below its p50 of {} us four times \
-                     at the headline point ({c} connections, pipelined)",
+                     at the headline point ({c} connections, pipelined), and no max",
                     p.p99_us, p.p50_us
                 ));
             }
@@ -463,8 +488,15 @@ fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
             unit: "us".into(),
             note: Some(format!(
                 "wrk p99 latency pipelined at {HEADLINE} connections (per pipelined batch, as \
-                 wrk times it), p50 {:.0} us, server CPU {:.0}%",
-                head.p50_us, head.cpu_pct
+                 wrk times it){}, p50 {:.0} us, server CPU {:.0}%",
+                if head.p99_is_max {
+                    "; wrk's histogram gave no percentiles at this rate, so this is its MAX \
+                     latency, an upper bound on the p99"
+                } else {
+                    ""
+                },
+                head.p50_us,
+                head.cpu_pct
             )),
             ..Measurement::default()
         },
@@ -606,13 +638,15 @@ mod tests {
   Socket errors: connect 0, read 3, write 0, timeout 2
 Requests/sec: 808713.39
 ";
-        let (rps, p50, p99, err) = parse_wrk(out).unwrap();
+        let (rps, p50, p99, err, _) = parse_wrk(out).unwrap();
         let with_hook = format!("{out}LWKT-LATENCY p50 2400 p99 17000\n");
-        let (_, a, b, _) = parse_wrk(&with_hook).unwrap();
+        let (_, a, b, _, _) = parse_wrk(&with_hook).unwrap();
         assert_eq!((a, b), (2400.0, 17000.0));
         // A zero p99 from the hook is ignored in favour of the table.
-        let zero = format!("{out}LWKT-LATENCY p50 2400 p99 0\n");
-        assert!((parse_wrk(&zero).unwrap().2 - 17290.0).abs() < 1e-6);
+        let zero = format!("{out}LWKT-LATENCY p50 2400 p99 0 max 31000\n");
+        let z = parse_wrk(&zero).unwrap();
+        assert!((z.2 - 17290.0).abs() < 1e-6);
+        assert_eq!(z.4, 31000.0);
         assert_eq!(rps, 808713.39);
         assert!((p50 - 2490.0).abs() < 1e-6);
         assert!((p99 - 17290.0).abs() < 1e-6);
