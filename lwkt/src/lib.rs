@@ -77,6 +77,8 @@ pub use token::{
     pool_token, Pooled, SharedTokenGuard, Token, TokenGuard, TokenMut, TokenRef, MAX_TOKENS,
     POOL_TOKENS,
 };
+#[cfg(not(loom))]
+pub use tokref::TokenReacquire;
 
 /// Lock-free building blocks, exposed only to the loom model tests.
 #[cfg(loom)]
