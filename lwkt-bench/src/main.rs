@@ -389,7 +389,7 @@ fn run_suite(cli: &Cli) -> Result<ExitCode, String> {
             }
             eprint!("lwkt-bench: {}/{} ... ", bench.name, imp.name);
             let t = Instant::now();
-            let r = run_child(&exe, bench, imp.name, cli.quick);
+            let r = run_child(&exe, bench, imp.name, cli.quick, cli.report.as_deref());
             match &r {
                 Ok(ms) => match ms.as_slice() {
                     [m] => eprintln!("{} {} ({:.1} s)", fmt_value(m.value), m.unit, secs(t)),
@@ -476,12 +476,23 @@ fn secs(t: Instant) -> f64 {
 }
 
 /// Runs one implementation in a child process and parses its JSON line
-/// (one measurement, or an array of them).
-fn run_child(exe: &std::path::Path, bench: &Bench, imp: &str, quick: bool) -> Outcome {
+/// (one measurement, or an array of them). `report`: the `--report`
+/// directory, passed on to benchmarks that write pages of their own
+/// (`token_study`).
+fn run_child(
+    exe: &std::path::Path,
+    bench: &Bench,
+    imp: &str,
+    quick: bool,
+    report: Option<&std::path::Path>,
+) -> Outcome {
     let mut cmd = Command::new(exe);
     cmd.arg(CHILD).arg(bench.name).arg(imp);
     if quick {
         cmd.arg("--quick");
+    }
+    if let Some(dir) = report {
+        cmd.env(benches::token_study::REPORT_DIR_ENV, dir);
     }
     let mut child = cmd
         .stdin(Stdio::null())

@@ -18,6 +18,8 @@ mod sleeping_thread_rss;
 mod spawn_join;
 mod token_block_while_held;
 mod token_contended;
+pub mod token_study;
+mod token_study_report;
 mod token_uncontended;
 mod yield_pingpong;
 
@@ -82,6 +84,7 @@ pub static ALL: &[&Bench] = &[
     &migrate_roundtrip::BENCH,
     &scaling::BENCH,
     &kv_service::BENCH,
+    &token_study::BENCH,
 ];
 
 /// A figure held against another benchmark's figure from the same run:
