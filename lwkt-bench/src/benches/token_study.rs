@@ -854,6 +854,8 @@ pub struct Row {
     pub figs: Vec<Result<Figures, String>>,
     /// Lowest and highest throughput over the runs, per policy.
     pub tp_range: Vec<Option<(f64, f64)>>,
+    /// Runs that failed (left out of the medians), with their errors.
+    pub failed_runs: Vec<String>,
 }
 
 /// Runs of seed and lwkt (alternating) per sweep point.
@@ -865,9 +867,14 @@ pub fn point_reps(ctx: &Ctx) -> usize {
     }
 }
 
-/// The field-by-field median of several runs' figures.
+/// The field-by-field median of several runs' figures; the fewest and
+/// most operations per thread come from the run whose fairness is the
+/// median, so they match it.
 fn median_figures(runs: &[Figures]) -> Figures {
     let m = |f: fn(&Figures) -> f64| spread(runs.iter().map(f)).median;
+    let mut by_fairness: Vec<&Figures> = runs.iter().collect();
+    by_fairness.sort_by(|a, b| a.fairness.total_cmp(&b.fairness));
+    let fair = by_fairness[by_fairness.len() / 2];
     let mu = |f: fn(&Figures) -> u64| {
         let mut v: Vec<u64> = runs.iter().map(f).collect();
         v.sort_unstable();
@@ -882,9 +889,9 @@ fn median_figures(runs: &[Figures]) -> Figures {
         repolls_per_switch: m(|f| f.repolls_per_switch),
         p50_ns: m(|f| f.p50_ns),
         p99_ns: m(|f| f.p99_ns),
-        fairness: m(|f| f.fairness),
-        min_ops: mu(|f| f.min_ops),
-        max_ops: mu(|f| f.max_ops),
+        fairness: fair.fairness,
+        min_ops: fair.min_ops,
+        max_ops: fair.max_ops,
     }
 }
 
@@ -892,10 +899,10 @@ fn median_figures(runs: &[Figures]) -> Figures {
 /// alternating, the baselines once.
 fn measure_point(p: &Point, reps: usize, t: Timing, clock: TickClock) -> Row {
     let mut runs: Vec<Vec<Figures>> = vec![Vec::new(); Policy::ALL.len()];
-    let mut errs: Vec<Option<String>> = vec![None; Policy::ALL.len()];
+    let mut failed_runs = Vec::new();
     let mut once = |i: usize, pol: Policy| match run_point(p, pol, t, clock) {
         Ok(f) => runs[i].push(f),
-        Err(e) => errs[i] = Some(e),
+        Err(e) => failed_runs.push(format!("{} run at {e}", pol.name())),
     };
     for _ in 0..reps {
         once(0, Policy::Seed);
@@ -905,10 +912,12 @@ fn measure_point(p: &Point, reps: usize, t: Timing, clock: TickClock) -> Row {
     once(3, Policy::PerToken);
     let figs = runs
         .iter()
-        .zip(&errs)
-        .map(|(r, e)| match e {
-            Some(e) => Err(e.clone()),
-            None => Ok(median_figures(r)),
+        .map(|r| {
+            if r.is_empty() {
+                Err("every run failed".to_string())
+            } else {
+                Ok(median_figures(r))
+            }
         })
         .collect();
     let tp_range = runs
@@ -924,6 +933,7 @@ fn measure_point(p: &Point, reps: usize, t: Timing, clock: TickClock) -> Row {
         point: *p,
         figs,
         tp_range,
+        failed_runs,
     }
 }
 

@@ -183,26 +183,37 @@ fn markdown(st: &Study<'_>, plots: &[String]) -> String {
     );
     let _ = writeln!(
         w,
-        "| policy | wasted/op | scheduler token RMWs/op | re-polls/switch | ops/s | fairness (max/min) |"
+        "| policy | wasted/op | scheduler token RMWs/op | re-polls/switch | ops/s | fairness \
+         (max/min) |"
     );
     let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|");
+    for (name, runs, vals) in [
+        ("seed", hs, [hsw, hsr, hsp, hst, hsf]),
+        ("lwkt", hl, [hlw, hlr, hlp, hlt, hlf]),
+    ] {
+        let range = |f: fn(&Figures) -> f64| {
+            let lo = runs.iter().map(f).fold(f64::INFINITY, f64::min);
+            let hi = runs.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
+            format!("{}–{}", num(lo), num(hi))
+        };
+        let _ = writeln!(
+            w,
+            "| {name} | {} ({}) | {} ({}) | {} ({}) | {} ({}) | {} ({}) |",
+            num(vals[0]),
+            range(|f| f.wasted_per_op),
+            num(vals[1]),
+            range(|f| f.rmw_per_op),
+            num(vals[2]),
+            range(|f| f.repolls_per_switch),
+            num(vals[3]),
+            range(|f| f.ops_per_s),
+            num(vals[4]),
+            range(|f| f.fairness),
+        );
+    }
     let _ = writeln!(
         w,
-        "| seed | {} | {} | {} | {} | {} |",
-        num(hsw),
-        num(hsr),
-        num(hsp),
-        num(hst),
-        num(hsf)
-    );
-    let _ = writeln!(
-        w,
-        "| lwkt | {} | {} | {} | {} | {} |\n",
-        num(hlw),
-        num(hlr),
-        num(hlp),
-        num(hlt),
-        num(hlf)
+        "\nEach cell: the median, and in brackets the range over the runs.\n"
     );
     let _ = writeln!(
         w,
@@ -230,6 +241,19 @@ fn markdown(st: &Study<'_>, plots: &[String]) -> String {
         num(hsp),
         num(hlp)
     );
+    if let Some(r) = st.rows.iter().find(|r| r.point == st.headline) {
+        let tp = |pol| fig(r, pol).map_or("failed".to_string(), |f| num(f.ops_per_s));
+        let _ = writeln!(
+            w,
+            "* The same point in the sweep (3 runs each): seed {} ops/s, lwkt {} ops/s; one big \
+             `parking_lot` mutex {} ops/s, per-token `parking_lot` locks {} ops/s (OS threads, \
+             locks held across the yield).",
+            tp(Policy::Seed),
+            tp(Policy::Lwkt),
+            tp(Policy::BigMutex),
+            tp(Policy::PerToken)
+        );
+    }
     degradation_summary(w, st);
 
     // ---------------------------------------------------------------
@@ -293,6 +317,26 @@ fn markdown(st: &Study<'_>, plots: &[String]) -> String {
          every thread waits for a token; parked OS threads use none).\n",
         st.clock
     );
+
+    let failed: Vec<String> = st
+        .rows
+        .iter()
+        .flat_map(|r| r.failed_runs.iter().cloned())
+        .collect();
+    if failed.is_empty() {
+        let _ = writeln!(w, "Every run of every point completed operations.\n");
+    } else {
+        let _ = writeln!(
+            w,
+            "{} run(s) failed and are left out of their point's medians (a point shows \
+             \"failed\" only when all its runs did):\n",
+            failed.len()
+        );
+        for f in &failed {
+            let _ = writeln!(w, "* {f}");
+        }
+        let _ = writeln!(w);
+    }
 
     // ---------------------------------------------------------------
     let _ = writeln!(w, "## Targets\n");
@@ -418,10 +462,8 @@ fn table(w: &mut String, rows: &[&Row]) {
         let lat = |f: &Figures| format!("{}/{}", us(f.p50_ns), us(f.p99_ns));
         let _ = writeln!(
             w,
-            "| cpus={} M={} N={} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            p.cpus,
-            p.m,
-            p.n,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            p.label(),
             cell(r, Policy::Seed, |f| num(f.wasted_per_op)),
             cell(r, Policy::Lwkt, |f| num(f.wasted_per_op)),
             ratio.0,
@@ -674,11 +716,13 @@ fn closing(w: &mut String, st: &Study<'_>) {
          what it still wastes comes from the first pass after a yield or a sleep, before any \
          token has failed. The second cost is reduced, not removed: a plain load per waiting \
          thread per pass remains (the re-polls/switch column), but on a line that stays \
-         shared. With N = 1 there is nothing to waste and the two do the same work. The \
-         counters (wasted, RMWs, re-polls) do not depend on timing and are steady from run \
-         to run; the throughput, latency and fairness figures do, and on this loaded 2-core \
-         VM most seed/lwkt throughput differences are inside the run-to-run noise that \
-         target 2 quantifies.\n"
+         shared. With N = 1 there is nothing to waste. The counters (wasted, RMWs, \
+         re-polls) count events rather than time, but how often a pass meets a busy token \
+         still depends on the interleaving, so they vary from run to run too (the headline's \
+         ranges above); the gap between the two algorithms' waste is far wider than that \
+         variation wherever the seed wastes at all. Throughput, latency and fairness vary \
+         much more, and on this loaded 2-core VM most seed/lwkt throughput differences are \
+         inside the run-to-run noise that target 2 quantifies.\n"
     );
     if waste_missed || slower || unfair {
         let _ = writeln!(w, "**Targets not met, and what would meet them.**\n");
@@ -722,10 +766,13 @@ fn closing(w: &mut String, st: &Study<'_>) {
              algorithms scan the run queue from its head and run the first thread whose \
              tokens they get, and a thread that gets its tokens keeps its place: under a hot \
              token the threads that happen to retry when it is free win repeatedly, and with \
-             one CPU per core the CPU whose thread holds the hot token can take it again \
-             before another CPU's scan sees it free. Rotating a thread that failed to the run \
-             queue's tail only after one that succeeded (or handing the hot token to the \
-             longest waiter through a per-token ticket) would bound the ratio."
+             one CPU per core the CPU whose threads hold the hot token re-takes it for its next \
+             thread (a switch-out releases it and the next local pass takes it again within \
+             nanoseconds) before another CPU's scan sees it free. Honoring the request bit in \
+             the scheduler's own passes would bound the ratio: a CPU would not re-take a \
+             token released by its own switch-out while another CPU's waiter has set \
+             EXCLREQ on it, until that waiter has had it once (today EXCLREQ only holds back \
+             shared requesters)."
         );
     }
     let _ = writeln!(w);
