@@ -537,7 +537,14 @@ fn run_suite(cli: &Cli) -> Result<ExitCode, String> {
                 .as_ref()
                 .filter(|(i, _)| *i == imp.name)
                 .map(|(_, p)| p.as_path());
-            let r = run_child(&exe, bench, imp.name, cli.quick, trace);
+            let r = run_child(
+                &exe,
+                bench,
+                imp.name,
+                cli.quick,
+                trace,
+                cli.report.as_deref(),
+            );
             match &r {
                 Ok(ms) => match ms.as_slice() {
                     [m] => eprintln!("{} {} ({:.1} s)", fmt_value(m.value), m.unit, secs(t)),
@@ -624,13 +631,16 @@ fn secs(t: Instant) -> f64 {
 }
 
 /// Runs one implementation in a child process and parses its JSON line
-/// (one measurement, or an array of them).
+/// (one measurement, or an array of them). `report`: the `--report`
+/// directory, passed on to benchmarks that write pages of their own
+/// (`token_study`).
 fn run_child(
     exe: &std::path::Path,
     bench: &Bench,
     imp: &str,
     quick: bool,
     trace: Option<&std::path::Path>,
+    report: Option<&std::path::Path>,
 ) -> Outcome {
     let mut cmd = Command::new(exe);
     cmd.arg(CHILD).arg(bench.name).arg(imp);
@@ -639,6 +649,9 @@ fn run_child(
     }
     if let Some(p) = trace {
         cmd.arg("--trace").arg(p);
+    }
+    if let Some(dir) = report {
+        cmd.env(benches::token_study::REPORT_DIR_ENV, dir);
     }
     let mut child = cmd
         .stdin(Stdio::null())

@@ -90,6 +90,7 @@ fn list_prints_the_names() {
         "kv_service",
         "lwp_create_wait",
         "lwp_suspend_resume",
+        "token_study",
     ] {
         assert!(names.iter().any(|l| l == n), "{n} missing from {names:?}");
     }
@@ -488,4 +489,47 @@ fn trace_flag_writes_a_trace_of_one_run() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("--trace"));
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `token_study --quick`: the headline rows for both algorithms, and with
+/// `--report` the study page and its tables (a few points, short windows:
+/// a couple of seconds).
+#[test]
+fn token_study_reports_the_headline_and_writes_the_study_page() {
+    let _g = serial();
+    let dir = std::env::temp_dir().join(format!("lwkt-study-cli-{}", std::process::id()));
+    let d = dir.to_str().unwrap();
+    let results = run_json(&["--quick", "--json", "--report", d, "token_study"]);
+    for bench in [
+        "token_study_wasted",
+        "token_study_throughput",
+        "token_study_fairness",
+    ] {
+        assert_eq!(impls_of(&results, bench), ["seed", "lwkt"], "{bench}");
+    }
+    for r in &results {
+        let v = r["value"].as_f64().unwrap();
+        assert!(v.is_finite() && v >= 0.0, "{r}");
+        assert!(r["note"].as_str().unwrap().contains("M=16 N=4"), "{r}");
+        if r["bench"] == "token_study_throughput" {
+            assert!(v > 0.0, "{r}");
+            cpu_ns(r);
+        }
+        if r["bench"] == "token_study_fairness" {
+            assert!(v >= 1.0, "{r}");
+        }
+    }
+    let md = std::fs::read_to_string(dir.join("token-contention.md")).unwrap();
+    for want in [
+        "## The question",
+        "## Short answer",
+        "## Targets",
+        "| seed |",
+        "| lwkt |",
+        "--quick run",
+        "token_study --report docs",
+    ] {
+        assert!(md.contains(want), "{want} missing from the study page");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -86,6 +86,7 @@ pub use token::{
     pool_token, Pooled, SharedTokenGuard, Token, TokenGuard, TokenMut, TokenRef, MAX_TOKENS,
     POOL_TOKENS,
 };
+pub use tokref::TokenReacquire;
 #[cfg(not(loom))]
 pub use trace::{TraceData, DEFAULT_TRACE_EVENTS, MAX_TRACE_EVENTS, MIN_TRACE_EVENTS};
 

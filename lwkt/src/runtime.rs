@@ -27,6 +27,7 @@ use crate::stats::Stats;
 use crate::sync::Arc;
 use crate::thread::handle::{register, unregister};
 use crate::thread::{CurThread, Handle, ThreadBuilder, Trace};
+use crate::tokref::TokenReacquire;
 use crate::trace::{DEFAULT_TRACE_EVENTS, MAX_TRACE_EVENTS, MIN_TRACE_EVENTS};
 
 /// Default entries per IPI FIFO (a power of two). DragonFly uses 256.
@@ -66,6 +67,7 @@ pub struct Builder {
     token_backoff_max: usize,
     token_spin_loops: u32,
     token_window_shift: u32,
+    token_reacquire: TokenReacquire,
     idle_spin: Duration,
     ipi_fifo_size: usize,
     idle_watch: usize,
@@ -83,6 +85,7 @@ impl Default for Builder {
             token_backoff_max: DEFAULT_TOKEN_BACKOFF_MAX as usize,
             token_spin_loops: DEFAULT_TOKEN_SPIN_LOOPS,
             token_window_shift: DEFAULT_TOKEN_WINDOW_SHIFT,
+            token_reacquire: TokenReacquire::Lwkt,
             idle_spin: DEFAULT_IDLE_SPIN,
             ipi_fifo_size: IPIQ_SIZE,
             idle_watch: DEFAULT_IDLE_WATCH,
@@ -146,6 +149,17 @@ impl Builder {
     /// (default [`DEFAULT_TOKEN_WINDOW_SHIFT`]; at most 40).
     pub fn token_window_shift(mut self, bits: u32) -> Self {
         self.token_window_shift = bits;
+        self
+    }
+
+    /// How the scheduler re-acquires a switched-out thread's tokens
+    /// before running it again (default [`TokenReacquire::Lwkt`]).
+    /// [`TokenReacquire::Seed`] is the 2010 seed's algorithm, kept as a
+    /// comparison mode for measuring what the default saves (see
+    /// `lwkt-bench token_study` and `docs/token-contention.md`); both keep
+    /// every token guarantee.
+    pub fn token_reacquire(mut self, how: TokenReacquire) -> Self {
+        self.token_reacquire = how;
         self
     }
 
@@ -268,6 +282,7 @@ impl Builder {
             token_backoff_max: self.token_backoff_max as u32,
             token_spin_loops: self.token_spin_loops,
             token_window_shift: self.token_window_shift,
+            token_reacquire: self.token_reacquire,
             idle_spin: self.idle_spin,
             ipi_fifo_size: self.ipi_fifo_size,
             idle_watch: self.idle_watch,

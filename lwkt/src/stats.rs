@@ -17,6 +17,15 @@ impl Counter {
         );
     }
 
+    /// Adds `n`. Only the owning CPU calls this.
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
     /// Subtracts one (gauges). Only the owning CPU calls this.
     #[inline]
     pub(crate) fn drop_one(&self) {
@@ -55,6 +64,8 @@ pub(crate) struct Counters {
     pub(crate) tok_ordered: Counter,
     pub(crate) tok_skips: Counter,
     pub(crate) tok_blocks: Counter,
+    pub(crate) tok_checks: Counter,
+    pub(crate) tok_rmws: Counter,
     pub(crate) migrations: Counter,
     pub(crate) preempt_hits: Counter,
     pub(crate) preempt_misses: Counter,
@@ -80,6 +91,8 @@ impl Counters {
             token_ordered_passes: self.tok_ordered.get(),
             token_skips: self.tok_skips.get(),
             token_blocks: self.tok_blocks.get(),
+            token_checks: self.tok_checks.get(),
+            token_rmws: self.tok_rmws.get(),
             migrations: self.migrations.get(),
             preempt_hits: self.preempt_hits.get(),
             preempt_misses: self.preempt_misses.get(),
@@ -125,6 +138,16 @@ pub struct CpuStats {
     pub token_skips: u64,
     /// Acquisitions that spun out and switched away to wait.
     pub token_blocks: u64,
+    /// Token-word checks made by the scheduler's re-acquisition passes:
+    /// plain-load looks at a blocking token plus acquisition tries (the
+    /// 2010 thread's "re-polls"; divide by `switches` for re-polls per
+    /// switch).
+    pub token_checks: u64,
+    /// Atomic read-modify-writes on token words made by the scheduler's
+    /// re-acquisition passes: compare-and-swaps (failed ones included),
+    /// request-bit sets, and the releases of failed passes. Thread-side
+    /// acquisitions and releases are not counted.
+    pub token_rmws: u64,
     /// Threads this CPU handed to another CPU.
     pub migrations: u64,
     /// Interrupt threads that preempted the running thread
@@ -162,6 +185,8 @@ impl std::ops::Add for CpuStats {
             token_ordered_passes: self.token_ordered_passes + o.token_ordered_passes,
             token_skips: self.token_skips + o.token_skips,
             token_blocks: self.token_blocks + o.token_blocks,
+            token_checks: self.token_checks + o.token_checks,
+            token_rmws: self.token_rmws + o.token_rmws,
             migrations: self.migrations + o.migrations,
             preempt_hits: self.preempt_hits + o.preempt_hits,
             preempt_misses: self.preempt_misses + o.preempt_misses,

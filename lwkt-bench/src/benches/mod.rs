@@ -22,6 +22,8 @@ mod spawn_join;
 mod tcp_echo_c10k;
 mod token_block_while_held;
 mod token_contended;
+pub mod token_study;
+mod token_study_report;
 mod token_uncontended;
 mod trace_overhead;
 mod yield_pingpong;
@@ -94,6 +96,7 @@ pub static ALL: &[&Bench] = &[
     &lwp_create_wait::BENCH,
     &lwp_suspend_resume::BENCH,
     &trace_overhead::BENCH,
+    &token_study::BENCH,
 ];
 
 /// A figure held against another benchmark's figure from the same run:

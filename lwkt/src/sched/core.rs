@@ -147,6 +147,7 @@ impl Core {
         let remote = NonNull::from(&*machine.cpus[id]);
         let c = &machine.config;
         let policy = Policy {
+            reacquire: c.token_reacquire,
             backoff_max: c.token_backoff_max,
             spin_loops: c.token_spin_loops,
             cpu: id as u32,
@@ -577,6 +578,10 @@ impl TokenStats for Counters {
     }
     fn skip(&self) {
         self.tok_skips.bump();
+    }
+    fn words(&self, checks: u32, rmws: u32) {
+        self.tok_checks.add(u64::from(checks));
+        self.tok_rmws.add(u64::from(rmws));
     }
 }
 

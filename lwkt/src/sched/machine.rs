@@ -41,6 +41,7 @@ pub(crate) struct Config {
     pub(crate) token_backoff_max: u32,
     pub(crate) token_spin_loops: u32,
     pub(crate) token_window_shift: u32,
+    pub(crate) token_reacquire: crate::tokref::TokenReacquire,
     pub(crate) idle_spin: Duration,
     pub(crate) ipi_fifo_size: usize,
     pub(crate) idle_watch: usize,

@@ -57,6 +57,7 @@ use super::core::Core;
 use super::machine::Msg;
 use super::td::{tdf, TdPtr, Thread};
 use crate::ipi::SendWait;
+use crate::tokref::TokenReacquire;
 use crate::trace::trace_event;
 
 /// While timers are armed, a busy CPU looks at the clock once every this
@@ -139,10 +140,7 @@ impl Core {
     /// Acquires every token `td` waits for, or none (`lwkt_getalltokens`).
     #[inline(never)]
     fn acquire_tokens(&self, td: &Thread) -> bool {
-        match td
-            .toks
-            .acquire_all(td.identity(), &self.policy, self.stats())
-        {
+        match self.acquire_all(td) {
             Ok(()) => {
                 trace_event!(self, tr_tok_acquire(td));
                 true
@@ -162,12 +160,27 @@ impl Core {
     #[cold]
     pub(crate) fn acquire_tokens_at_shutdown(&self, td: &Thread) {
         let backoff = Backoff::new();
-        while td
-            .toks
-            .acquire_all(td.identity(), &self.policy, self.stats())
-            .is_err()
-        {
+        while self.acquire_all(td).is_err() {
             backoff.snooze();
+        }
+    }
+
+    /// One re-acquisition pass over `td`'s pending tokens, by the
+    /// runtime's [`TokenReacquire`] protocol.
+    #[inline]
+    fn acquire_all(&self, td: &Thread) -> Result<(), &'static str> {
+        match self.policy.reacquire {
+            TokenReacquire::Lwkt => td
+                .toks
+                .acquire_all(td.identity(), &self.policy, self.stats()),
+            TokenReacquire::Seed => td.toks.acquire_all_seed(
+                td.identity(),
+                &self.policy,
+                // The seed's `spinning`: consecutive scans of the run
+                // queue that found nothing runnable.
+                self.token_waits.get() >= self.policy.spin_loops,
+                self.stats(),
+            ),
         }
     }
 

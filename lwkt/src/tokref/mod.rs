@@ -47,6 +47,11 @@
 //!    remember the failing token, bump its collision count; the caller
 //!    shows its name as the thread's wait message and tries the next
 //!    runnable thread.
+//!
+//! [`TokenReacquire::Seed`] selects the 2010 seed's protocol instead, for
+//! comparison ([`TokRefs::acquire_all_seed`]): no look first, every
+//! pending reference tried in held order, and address order for every
+//! thread once the CPU's scan has failed `spin_loops` times in a row.
 
 // `pub` parts are exported to the loom models through `lwkt::__loom`; the
 // crate itself uses them as crate-private.
@@ -190,9 +195,43 @@ const EMPTY: TokRef = TokRef {
     mode: 0,
 };
 
+/// How the scheduler re-acquires the tokens of a thread it is about to
+/// run (`lwkt_getalltokens`); set with `Builder::token_reacquire`.
+///
+/// Both keep every token guarantee (exclusion while running, recursion,
+/// holds across sleeps and yields, no deadlock); they differ in what a
+/// contended pass costs. [`Seed`](Self::Seed) exists to measure that
+/// difference (`lwkt-bench token_study`); use the default otherwise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TokenReacquire {
+    /// This crate's protocol (the default): the token that blocked the
+    /// thread last is looked at first with a plain load and, while it is
+    /// busy, the thread is skipped without any atomic read-modify-write;
+    /// otherwise that token is tried first, then the rest in held order;
+    /// a thread whose own passes failed `token_spin_loops` times in a row
+    /// takes its tokens in address order.
+    #[default]
+    Lwkt,
+    /// The 2010 seed's protocol, as a comparison mode: every pass tries
+    /// every pending token of the thread in the order it took them,
+    /// releasing those it got when one fails (the "N-1 wasted"
+    /// acquisitions), with no look first (every waiting thread's tokens
+    /// are tried again on every scan); once the CPU's scan of its run
+    /// queue has found nothing runnable `token_spin_loops` times in a row,
+    /// every thread's tokens are taken in address order (the seed's
+    /// `_lwkt_getalltokens_sorted`). The later seed's exponential-backoff
+    /// spin on the last token inside the scheduler is not part of it (the
+    /// 2010 thread's scheduler does not spin there, and neither does
+    /// [`Lwkt`](Self::Lwkt)).
+    Seed,
+}
+
 /// What the scheduler's token passes need from the CPU running them.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Policy {
+    /// Which re-acquisition protocol the scheduler runs.
+    pub(crate) reacquire: TokenReacquire,
     /// Cap of a contended exclusive request's exponential backoff
     /// (`token_backoff_max`).
     pub(crate) backoff_max: u32,
@@ -244,6 +283,10 @@ pub(crate) trait TokenStats {
     fn ordered(&self);
     /// A thread was skipped because its blocking token still looked busy.
     fn skip(&self);
+    /// A pass made `checks` token-word checks (plain-load looks and
+    /// acquisition tries) and `rmws` atomic read-modify-writes on token
+    /// words (tries and the releases of a failed pass).
+    fn words(&self, checks: u32, rmws: u32);
 }
 
 /// The outcome of a thread-side acquisition attempt.
@@ -585,20 +628,14 @@ impl TokRefs {
                 .any(|(_, r)| ptr::eq(r.tok, blocked) && r.mode & !mode::PENDING == mode::EXCL);
             if !b.word.looks_free(excl) {
                 st.skip();
+                st.words(1, 0);
                 return Err(b.name);
             }
         }
         st.attempt();
         // Step 2: the pending references, in acquisition order.
         let mut order = [0u8; MAX_TOKENS];
-        let mut n = 0;
-        for (i, r) in self.iter() {
-            if r.mode & mode::PENDING != 0 {
-                order[n] = i as u8;
-                n += 1;
-            }
-        }
-        let order = &mut order[..n];
+        let order = self.pending_in_held_order(&mut order);
         if self.fails.get() >= policy.spin_loops {
             st.ordered();
             order.sort_unstable_by_key(|&i| self.refs[i as usize].get().tok as usize);
@@ -609,14 +646,72 @@ impl TokRefs {
             // The blocking token first: if it fails, nothing was wasted.
             order[..=pos].rotate_right(1);
         }
+        self.take_in_order(order, me, policy, st, u32::from(!blocked.is_null()))
+    }
+
+    /// The 2010 seed's `lwkt_getalltokens` ([`TokenReacquire::Seed`]):
+    /// every pending reference tried in held order, or in address order
+    /// when `sorted` (the CPU's scan failed `spin_loops` times in a row:
+    /// `_lwkt_getalltokens_sorted`); no look at the last blocking token
+    /// first. All or none, like [`acquire_all`](Self::acquire_all).
+    #[doc(alias = "lwkt_getalltokens")]
+    #[doc(alias = "_lwkt_getalltokens_sorted")]
+    pub(crate) fn acquire_all_seed(
+        &self,
+        me: usize,
+        policy: &Policy,
+        sorted: bool,
+        st: &impl TokenStats,
+    ) -> Result<(), &'static str> {
+        st.attempt();
+        let mut order = [0u8; MAX_TOKENS];
+        let order = self.pending_in_held_order(&mut order);
+        if sorted {
+            st.ordered();
+            // Stable, as the seed's insertion sort: references to one
+            // token keep their held order.
+            order.sort_by_key(|&i| self.refs[i as usize].get().tok as usize);
+        }
+        self.take_in_order(order, me, policy, st, 0)
+    }
+
+    /// The slots of the pending references, in held order (slots fill
+    /// lowest first, so slot order is the order they were taken in while
+    /// guards drop in reverse).
+    fn pending_in_held_order<'a>(&self, buf: &'a mut [u8; MAX_TOKENS]) -> &'a mut [u8] {
+        let mut n = 0;
+        for (i, r) in self.iter() {
+            if r.mode & mode::PENDING != 0 {
+                buf[n] = i as u8;
+                n += 1;
+            }
+        }
+        &mut buf[..n]
+    }
+
+    /// Tries the references of `order` in turn; on the first failure gives
+    /// back what it took (each counted wasted) and returns the failing
+    /// token's name; on success marks them all held. `checks`: token-word
+    /// looks already made by the caller's pass (counted with this pass's
+    /// tries).
+    #[inline]
+    fn take_in_order(
+        &self,
+        order: &[u8],
+        me: usize,
+        policy: &Policy,
+        st: &impl TokenStats,
+        checks: u32,
+    ) -> Result<(), &'static str> {
         let honor = self.primaries() == 1 && !policy.in_window();
+        let mut rmws = 0u32;
         for k in 0..order.len() {
             let r = self.refs[order[k] as usize].get();
             // SAFETY: live reference, so its token state is allocated.
             let tok = unsafe { &*r.tok };
             let got = match r.mode & !mode::PENDING {
-                mode::EXCL => tok.word.try_exclusive(me, true),
-                _ => tok.word.try_shared(me, honor),
+                mode::EXCL => tok.word.try_exclusive_counted(me, true, &mut rmws),
+                _ => tok.word.try_shared_counted(me, honor, &mut rmws),
             };
             if got != Try::Acquired {
                 debug_assert_ne!(got, Try::Recursive, "a switched-out thread owns nothing");
@@ -632,6 +727,7 @@ impl TokRefs {
                     }
                     st.wasted();
                 }
+                st.words(checks + k as u32 + 1, rmws + k as u32);
                 tok.collide();
                 self.blocked.set(r.tok);
                 self.fails.set(self.fails.get().saturating_add(1));
@@ -639,7 +735,8 @@ impl TokRefs {
                 return Err(tok.name);
             }
         }
-        for &i in order.iter() {
+        st.words(checks + order.len() as u32, rmws);
+        for &i in order {
             let mut r = self.refs[i as usize].get();
             r.mode &= !mode::PENDING;
             self.refs[i as usize].set(r);

@@ -122,12 +122,22 @@ impl Word {
     /// `set_req`, sets EXCLREQ (a blocking request).
     #[inline]
     pub fn try_exclusive(&self, me: usize, set_req: bool) -> Try {
+        self.try_exclusive_counted(me, set_req, &mut 0)
+    }
+
+    /// [`try_exclusive`](Self::try_exclusive), adding to `rmw` every
+    /// atomic read-modify-write it makes on the word (compare-and-swaps,
+    /// failed ones included, and the request bit's `fetch_or`). With a
+    /// counter the caller ignores, it compiles to the uncounted version.
+    #[inline]
+    pub fn try_exclusive_counted(&self, me: usize, set_req: bool, rmw: &mut u32) -> Try {
         debug_assert!(me != 0 && me & !PAYLOAD == 0);
         let mut c = self.count.load(Ordering::Relaxed);
         loop {
             if c & !EXCLREQ == 0 {
                 // Free (perhaps with a stale request bit, which a
                 // successful acquisition clears).
+                *rmw += 1;
                 match self.count.compare_exchange_weak(
                     c,
                     me | EXCLUSIVE,
@@ -145,6 +155,7 @@ impl Word {
                 return Try::Recursive;
             }
             if set_req && c & EXCLREQ == 0 {
+                *rmw += 1;
                 self.count.fetch_or(EXCLREQ, Ordering::Relaxed);
             }
             return Try::Busy;
@@ -156,9 +167,18 @@ impl Word {
     /// no other token, per the seed).
     #[inline]
     pub fn try_shared(&self, me: usize, honor_req: bool) -> Try {
+        self.try_shared_counted(me, honor_req, &mut 0)
+    }
+
+    /// [`try_shared`](Self::try_shared), adding to `rmw` every atomic
+    /// read-modify-write it makes on the word (its compare-and-swaps,
+    /// failed ones included).
+    #[inline]
+    pub fn try_shared_counted(&self, me: usize, honor_req: bool, rmw: &mut u32) -> Try {
         let mut c = self.count.load(Ordering::Relaxed);
         loop {
             if c & EXCLUSIVE == 0 && (c & EXCLREQ == 0 || !honor_req) {
+                *rmw += 1;
                 match self.count.compare_exchange_weak(
                     c,
                     c + INCR,
