@@ -303,12 +303,18 @@ fn wait_while_exiting_is_edeadlk() {
             let p2 = p.clone();
             let started = Arc::new(AtomicBool::new(false));
             let s2 = started.clone();
+            let done = Arc::new(AtomicBool::new(false));
+            let d2 = done.clone();
+            let me = td.lid().unwrap();
             p.create_lwp(td, LwpBuilder::new().cpu(1), move |td| {
                 s2.store(true, Ordering::Release);
                 while !p2.is_exiting() {
                     std::hint::spin_loop();
                 }
-                *g2.lock().unwrap() = Some(p2.wait(td, None).map(drop));
+                // Waits for LWP 1, which is alive (spinning below, with no
+                // switch point) while the exit is in flight.
+                *g2.lock().unwrap() = Some(p2.wait(td, Some(me)).map(drop));
+                d2.store(true, Ordering::Release);
                 0
             })
             .unwrap();
@@ -316,6 +322,9 @@ fn wait_while_exiting_is_edeadlk() {
                 started.load(Ordering::Acquire)
             });
             p.kill();
+            while !done.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
             td.yield_now();
             unreachable!("killed at the switch point");
         });
