@@ -19,13 +19,16 @@
 //! `ARCHITECTURE.md` in the repository):
 //! `sync`, `error`, `priority`, `stats` → `stack`, `ipi`, `tokref`, `trace` →
 //! `sched` → `thread` → `token` → `net`, `runtime`, and `lwp` (NetBSD's LWP
-//! lifecycle) on top.
+//! lifecycle) on top; `introspect` (the live page) above `net` and
+//! `runtime`.
 #![warn(missing_docs, unreachable_pub, unsafe_op_in_unsafe_fn)]
 
 #[cfg(not(loom))]
 mod affinity;
 #[cfg(not(loom))]
 mod error;
+#[cfg(not(loom))]
+pub mod introspect;
 mod ipi;
 #[cfg(not(loom))]
 pub mod lwp;
@@ -58,6 +61,8 @@ mod trace;
 
 #[cfg(not(loom))]
 pub use error::{Error, Panicked, SleepError, StackAllocCause};
+#[cfg(not(loom))]
+pub use introspect::Introspection;
 #[cfg(not(loom))]
 pub use priority::Priority;
 #[cfg(not(loom))]

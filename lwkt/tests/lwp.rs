@@ -549,6 +549,8 @@ fn kill_unwinds_every_lwp_whatever_it_waits_in() {
     let d = drops.clone();
     let st = bounded(30, "kill", move || {
         let rt = rt(2);
+        let ready = Arc::new(AtomicBool::new(false));
+        let r2 = ready.clone();
         let h = Proc::spawn_from(&rt.handle(), move |td| {
             let p = td.proc().unwrap();
             let mk = |d: &Arc<AtomicUsize>| Dropped(d.clone());
@@ -592,12 +594,23 @@ fn kill_unwinds_every_lwp_whatever_it_waits_in() {
             .unwrap();
             let v = mk(&d);
             let _v = v;
+            r2.store(true, Ordering::Release);
             loop {
                 td.yield_now();
             }
         })
         .unwrap();
-        std::thread::sleep(Duration::from_millis(30));
+        // Kill once every LWP exists (not after a fixed delay, which a
+        // loaded machine can outlast).
+        let t = Instant::now();
+        while !ready.load(Ordering::Acquire) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the LWPs were not created"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(10));
         h.kill();
         let st = h.join_blocking();
         let t = Instant::now();

@@ -67,6 +67,10 @@ pub struct ThreadInfo {
     /// For an LWP (see [`crate::lwp`]): its process id and LWP id, as
     /// raw numbers (`Pid::get`, `Lid::get`).
     pub lwp: Option<(u32, u32)>,
+    /// Token references in its held-token array (held now, or released at
+    /// its last switch-out and re-acquired before it runs again; nested
+    /// holds count once each).
+    pub tokens_held: usize,
 }
 
 impl fmt::Display for ThreadInfo {
@@ -118,6 +122,7 @@ fn describe(core: &Core, td: &Thread) -> ThreadInfo {
             (0, _) => None,
             tag => Some(tag),
         },
+        tokens_held: td.toks.count(),
     }
 }
 

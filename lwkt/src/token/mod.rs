@@ -239,6 +239,8 @@ use crate::tokref::{Got, RawToken};
 
 pub use crate::tokref::MAX_TOKENS;
 
+pub(crate) mod registry;
+
 /// A serializing token protecting a `T` (`struct lwkt_token`).
 ///
 /// ```
@@ -342,8 +344,11 @@ impl<T: ?Sized> Token<T> {
             .raw
             .compare_exchange(ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire)
         {
-            // SAFETY: just published; lives as long as the token (above).
-            Ok(_) => unsafe { &*new },
+            Ok(_) => {
+                registry::register(new);
+                // SAFETY: just published; lives as long as the token (above).
+                unsafe { &*new }
+            }
             Err(existing) => {
                 // SAFETY: `new` was never published: this is its only
                 // reference; it came from alloc (Box::into_raw).
@@ -361,8 +366,8 @@ impl<T: ?Sized> Token<T> {
         if !p.is_null() {
             // SAFETY: `p` came from RawToken::alloc and is not freed yet;
             // `&mut self` means no new reference can be made through this
-            // token.
-            unsafe { RawToken::retire(p) };
+            // token; it was registered when published (raw_slow).
+            unsafe { registry::retire(p) };
         }
     }
 }
