@@ -412,6 +412,21 @@ impl IntoIterator for LwpTable {
     }
 }
 
+impl LwpRec {
+    /// The state as shown to users: our RUN split into ONPROC (on a CPU
+    /// now, per the `lwpctl` block) and SLEEP (its last switch-out was a
+    /// sleep or park); with the CPU while ONPROC.
+    fn shown_state(&self) -> (LwpState, Option<usize>) {
+        let ctl = &self.lwp.ctl;
+        let cpu = ctl.cpu.load(Ordering::Acquire);
+        match self.state {
+            LwpState::Run if cpu >= 0 => (LwpState::OnProc, Some(cpu as usize)),
+            LwpState::Run if ctl.blocked.load(Ordering::Relaxed) => (LwpState::Sleep, None),
+            s => (s, None),
+        }
+    }
+}
+
 struct LwpRec {
     lwp: Arc<Lwp>,
     /// Idl, Run, Stop, Suspended or Zomb (Run covers OnProc and Sleep).
@@ -1731,20 +1746,14 @@ impl Proc {
         st.lwps
             .iter()
             .map(|(&l, r)| {
-                let ctl = &r.lwp.ctl;
-                let cpu = ctl.cpu.load(Ordering::Acquire);
-                let state = match r.state {
-                    LwpState::Run if cpu >= 0 => LwpState::OnProc,
-                    LwpState::Run if ctl.blocked.load(Ordering::Relaxed) => LwpState::Sleep,
-                    s => s,
-                };
+                let (state, cpu) = r.shown_state();
                 LwpInfo {
                     pid: Pid(self.inner.pid),
                     lid: Lid(l),
                     tid: r.thread.as_ref().map(ThreadRef::id),
                     state,
                     detached: r.detached,
-                    cpu: (state == LwpState::OnProc).then_some(cpu as usize),
+                    cpu,
                     exit_value: (r.state == LwpState::Zomb).then_some(r.exit_value),
                 }
             })
@@ -1753,10 +1762,11 @@ impl Proc {
 
     /// The state of one LWP, if it is not freed.
     pub fn state(&self, lid: Lid) -> Option<LwpState> {
-        self.lwps()
-            .into_iter()
-            .find(|i| i.lid == lid)
-            .map(|i| i.state)
+        self.inner
+            .lock()
+            .lwps
+            .get(&lid.0)
+            .map(|r| r.shown_state().0)
     }
 
     /// A reference to an LWP (`lwp_addref`).
@@ -1911,10 +1921,10 @@ impl LwpRef {
         if self.lwp.reaped.load(Ordering::Acquire) {
             return LwpState::Zomb;
         }
-        let p = Proc {
-            inner: self.lwp.proc.clone(),
-        };
-        p.state(self.lid()).unwrap_or(LwpState::Zomb)
+        let st = self.lwp.proc.lock();
+        st.lwps
+            .get(&self.lwp.lid)
+            .map_or(LwpState::Zomb, |r| r.shown_state().0)
     }
 
     /// Its exit value, once it exited.
