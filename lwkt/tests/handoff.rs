@@ -186,3 +186,198 @@ fn ps_shows_the_hander_and_counts_stay_exact() {
         }
     });
 }
+
+// -------------------------------------------------------------------
+// The yield handoff: a thread that yields while exactly one peer of its
+// priority or above is runnable runs that peer on its own stack (see
+// `Core::after_yield_handoff`). It must change no order the loop would
+// have chosen.
+// -------------------------------------------------------------------
+
+/// Two threads yielding to each other alternate strictly: the one running
+/// by handoff sees the hander as runnable and switches back to it at each
+/// yield (it must not run all its rounds in a row).
+#[test]
+fn yield_pingpong_alternates_strictly() {
+    bounded(30, "yield alternation", || {
+        let rt = rt1();
+        let order = rt.block_on(|td| {
+            let l: Log = Arc::default();
+            let lb = l.clone();
+            let b = td.spawn(move |td| {
+                for _ in 0..500 {
+                    log(&lb, "b");
+                    td.yield_now();
+                }
+            });
+            for _ in 0..500 {
+                log(&l, "a");
+                td.yield_now();
+            }
+            b.join(td).unwrap();
+            let v = l.lock().unwrap().clone();
+            v
+        });
+        assert_eq!(order.len(), 1000);
+        for (i, s) in order.iter().enumerate() {
+            let want = if i % 2 == 0 { "a" } else { "b" };
+            assert_eq!(*s, want, "entry {i} of {order:?}");
+        }
+    });
+}
+
+/// The order of the plain loop, with a third thread made runnable while
+/// the handed-off thread runs: it came after the hander's yield, so the
+/// hander goes first; once three are runnable no handoff applies.
+#[test]
+fn a_thread_made_runnable_during_a_yield_handoff_waits_its_turn() {
+    bounded(30, "third thread", || {
+        let rt = rt1();
+        let order = rt.block_on(|td| {
+            let l: Log = Arc::default();
+            let lb = l.clone();
+            let b = td.spawn(move |td| {
+                let mut c = None;
+                for s in ["b0", "b1", "b2"] {
+                    log(&lb, s);
+                    if s == "b1" {
+                        let lc = lb.clone();
+                        c = Some(td.spawn(move |_| log(&lc, "c")));
+                    }
+                    td.yield_now();
+                }
+                c.unwrap().join(td).unwrap();
+            });
+            for s in ["a0", "a1", "a2"] {
+                log(&l, s);
+                td.yield_now();
+            }
+            b.join(td).unwrap();
+            let v = l.lock().unwrap().clone();
+            v
+        });
+        assert_eq!(order, ["a0", "b0", "a1", "b1", "a2", "c", "b2"]);
+    });
+}
+
+/// A thread of higher priority made runnable during a yield handoff runs
+/// before the hander, which then runs before the handed-off thread.
+#[test]
+fn a_higher_priority_thread_made_runnable_during_a_yield_handoff_runs_first() {
+    bounded(30, "higher priority", || {
+        let rt = rt1();
+        let order = rt.block_on(|td| {
+            let l: Log = Arc::default();
+            let lb = l.clone();
+            let b = td.spawn(move |td| {
+                log(&lb, "b0");
+                let lh = lb.clone();
+                let h = ThreadBuilder::new()
+                    .priority(Priority::SOFT_NORM)
+                    .spawn(td, move |_| log(&lh, "high"))
+                    .unwrap();
+                td.yield_now();
+                log(&lb, "b1");
+                h.join(td).unwrap();
+            });
+            log(&l, "a0");
+            td.yield_now();
+            log(&l, "a1");
+            b.join(td).unwrap();
+            let v = l.lock().unwrap().clone();
+            v
+        });
+        assert_eq!(order, ["a0", "b0", "high", "a1", "b1"]);
+    });
+}
+
+/// The handed-off thread is preempted by an interrupt thread: the
+/// interrupt thread runs, then the preempted thread (it resumes before its
+/// peers), then the hander.
+#[test]
+fn a_thread_preempted_during_a_yield_handoff_resumes_before_the_hander() {
+    bounded(30, "preempted in yield handoff", || {
+        let rt = rt1();
+        let order = rt.block_on(|td| {
+            let l: Log = Arc::default();
+            let l2 = l.clone();
+            let irq = ThreadBuilder::new()
+                .interrupt()
+                .priority(Priority::INT_MED)
+                .spawn(td, move |td| {
+                    td.park();
+                    log(&l2, "irq");
+                })
+                .unwrap();
+            let r = irq.thread();
+            let lb = l.clone();
+            let b = td.spawn(move |td| {
+                log(&lb, "b:schedule");
+                r.schedule(); // preempts b, which runs by handoff
+                log(&lb, "b:after");
+                td.yield_now();
+                log(&lb, "b:end");
+            });
+            log(&l, "a:yield");
+            td.yield_now();
+            log(&l, "a:back");
+            b.join(td).unwrap();
+            irq.join(td).unwrap();
+            let v = l.lock().unwrap().clone();
+            v
+        });
+        assert_eq!(
+            order,
+            ["a:yield", "b:schedule", "irq", "b:after", "a:back", "b:end"]
+        );
+    });
+}
+
+/// A handed-off thread that never yields but calls `maybe_yield` gives the
+/// CPU back at the next scheduler tick: the hander counts as a runnable
+/// peer of equal priority.
+#[test]
+fn maybe_yield_in_a_yield_handoff_sees_the_hander() {
+    bounded(30, "maybe_yield sees hander", || {
+        let rt = rt1();
+        rt.block_on(|td| {
+            let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let f2 = flag.clone();
+            let b = td.spawn(move |td| {
+                while !f2.load(Ordering::SeqCst) {
+                    td.maybe_yield();
+                }
+            });
+            td.yield_now(); // runs b by handoff; b spins until we run again
+            flag.store(true, Ordering::SeqCst);
+            b.join(td).unwrap();
+        });
+    });
+}
+
+/// A `deschedule` of the hander that arrives while it hands off parks it
+/// when the handed-off thread switches out: it does not go on running.
+#[test]
+fn a_hander_descheduled_during_a_yield_handoff_parks() {
+    bounded(30, "deschedule hander", || {
+        let rt = rt1();
+        let order = rt.block_on(|td| {
+            let l: Log = Arc::default();
+            let lb = l.clone();
+            let me = td.thread_ref();
+            let b = td.spawn(move |td| {
+                me.deschedule();
+                log(&lb, "b0");
+                td.yield_now();
+                log(&lb, "b1");
+                me.schedule();
+            });
+            td.yield_now();
+            log(&l, "a1");
+            b.join(td).unwrap();
+            let v = l.lock().unwrap().clone();
+            v
+        });
+        assert_eq!(order, ["b0", "b1", "a1"]);
+    });
+}

@@ -5,9 +5,11 @@
 //! corosensei is the floor for any stack-switching runtime: its row times a
 //! bare `resume` + `suspend` round trip (two hand-offs, one stack switch
 //! each) and reports half of it, ns per stack switch, the unit of the other
-//! rows' per-yield figures. An lwkt yield is two stack switches (thread →
-//! CPU loop → next thread; see `lwkt/src/sched/switch.rs`), which its note
-//! states, so the gap between the two rows is what the loop costs.
+//! rows' per-yield figures. Here an lwkt yield is one stack switch: with
+//! exactly one peer runnable, the yielding thread runs it by handoff (see
+//! `lwkt/src/sched/switch.rs`); with more it would be two (thread →
+//! CPU loop → next thread). The note says which, so the gap between the
+//! two rows is what lwkt's scheduling costs on top of the stack switch.
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -80,9 +82,9 @@ fn lwkt(ctx: &Ctx) -> RunResult {
     Ok(Sample::with_spread(
         ns,
         format!(
-            "1 cpu; {:.2} thread switches per yield; each is 2 stack switches (the yielding \
-             thread suspends to the CPU loop, which resumes the next thread), so compare with \
-             2x corosensei's per-stack-switch row",
+            "1 cpu; {:.2} thread switches per yield; each is 1 stack switch (the yield \
+             handoff: with one peer runnable, the yielding thread resumes it directly and it \
+             switches back at its own yield), so compare with corosensei's per-stack-switch row",
             switches as f64 / yields.max(1) as f64
         ),
     ))

@@ -102,6 +102,10 @@ pub(crate) struct Core {
     /// Set while a thread runs by handoff (`switch.rs`): nesting is one
     /// level deep.
     pub(crate) handing_off: Cell<bool>,
+    /// While a thread that yielded runs another by handoff (the yield
+    /// handoff, `switch.rs`): its priority plus one, else 0. It counts as
+    /// runnable at that priority, as it would be had it queued.
+    pub(crate) yield_waiting: Cell<u8>,
     /// Whether this CPU has run a thread yet: until then an idle CPU parks
     /// at once (no partner's reply to wait for; a freshly built runtime of
     /// many CPUs would otherwise spend its start-up spinning).
@@ -168,6 +172,7 @@ impl Core {
             timer_countdown: Cell::new(1),
             has_run: Cell::new(false),
             handing_off: Cell::new(false),
+            yield_waiting: Cell::new(0),
             token_waits: Cell::new(0),
             ipi_depth: Cell::new(0),
             outbox: Outbox::new(c.cpus),

@@ -68,6 +68,29 @@ impl RunQueue {
         TdPtr::from_raw(self.heads[p as usize].get())
     }
 
+    /// The head of level `pri`, if that level has a thread.
+    #[inline]
+    pub(crate) fn head_at(&self, pri: u8) -> Option<TdPtr> {
+        TdPtr::from_raw(self.heads[pri as usize].get())
+    }
+
+    /// The one runnable thread of priority `pri` or higher, when there is
+    /// exactly one (the yield handoff's condition, see `switch.rs`).
+    #[inline]
+    pub(crate) fn sole_at_least(&self, pri: u8) -> Option<TdPtr> {
+        let above = u64::from(self.bitmap.get()) >> pri;
+        if !above.is_power_of_two() {
+            return None;
+        }
+        let p = pri as usize + above.trailing_zeros() as usize;
+        let h = self.heads[p].get();
+        if h == self.tails[p].get() {
+            TdPtr::from_raw(h)
+        } else {
+            None
+        }
+    }
+
     /// The thread after `t` in scan order: the next in its level, then the
     /// head of the next lower non-empty level.
     #[inline]

@@ -27,9 +27,11 @@
 //! next, whoever ran before. The cost is two stack switches per thread
 //! switch. The handoff ([`Core::handoff`]) saves them where a thread would
 //! stop only to let the very next thread in line run — a join of that
-//! thread, a preemption: it runs that thread on its own stack, one level
-//! deep at most, under invariants written next to it that keep any
-//! coroutine from being resumed while it runs. Hot paths stay short: a yield is a
+//! thread, a preemption, a yield with exactly one peer runnable
+//! ([`Core::after_yield_handoff`]): it runs that thread on its own stack,
+//! one level deep at most, under invariants written next to it that keep
+//! any coroutine from being resumed while it runs, and in the order the
+//! loop would have chosen. Hot paths stay short: a yield is a
 //! queue append and a suspend on one side, a queue pop and a resume on the
 //! other, both inlined so that each side's return lands in the frame that
 //! made the matching call (the CPU's return-address predictor then stays
@@ -249,7 +251,9 @@ impl Core {
     /// pick next, `b`, right now on its own stack, instead of switching to
     /// the loop and back (one switch each way instead of two). Used where
     /// a thread would otherwise stop only to let exactly that thread run:
-    /// a join of the next thread, and a preemption. When `b` switches out
+    /// a join of the next thread, a preemption, and a yield with `b` the
+    /// only peer runnable (`a` then holds no tokens, and counts as runnable
+    /// while `b` runs: `yield_waiting`). When `b` switches out
     /// (for any reason), `a` settles it exactly as the loop does and goes
     /// on; `a` keeps its tokens meanwhile, as a preempted thread does.
     ///
@@ -278,11 +282,23 @@ impl Core {
         self.runq.unlink(b);
         self.forget_candidate(b);
         self.handing_off.set(true);
-        atd.flags
-            .set((atd.flags.get() & !tdf::RUNNING) | tdf::HANDOFF);
+        let fa = (atd.flags.get() & !tdf::RUNNING) | tdf::HANDOFF;
+        atd.flags.set(fa);
+        if fa & tdf::SWCTL != 0 {
+            // `a` is off the CPU while `b` runs: its `lwpctl` block says so.
+            // SAFETY: `a` is running (on this stack) and keeps the block
+            // alive while SWCTL is set (see `resume_and_settle`).
+            unsafe { &*atd.swctl.get() }.switched_out(false);
+        }
         self.resume_and_settle(b, a.as_ptr());
-        atd.flags
-            .set((atd.flags.get() & !tdf::HANDOFF) | tdf::RUNNING);
+        // Back to `a`: a switch too (the loop counts the ones it makes).
+        self.stats().switches.bump();
+        let fa = (atd.flags.get() & !tdf::HANDOFF) | tdf::RUNNING;
+        atd.flags.set(fa);
+        if fa & tdf::SWCTL != 0 {
+            // SAFETY: as above.
+            unsafe { &*atd.swctl.get() }.switched_in(self.id);
+        }
         self.handing_off.set(false);
         true
     }
@@ -559,13 +575,81 @@ impl Core {
     pub(crate) fn yield_cur(&self, t: TdPtr, td: &Thread) {
         let f = td.flags.get();
         if self.quiet() && f & (tdf::CANCEL | tdf::DESCHED) == 0 {
-            if self.runq.has_at_least(td.pri.get()) {
+            let pri = td.pri.get();
+            if let Some(b) = self.runq.sole_at_least(pri) {
+                if td.toks.is_empty() && self.yield_waiting.get() == 0 {
+                    self.yield_waiting.set(pri + 1);
+                    let ran = self.handoff(t, td, b);
+                    self.yield_waiting.set(0);
+                    if ran {
+                        self.after_yield_handoff(t, td);
+                        return;
+                    }
+                }
+                self.runq.push_back(t);
+                self.switch_out(td);
+            } else if self.peers_at_least(pri) {
                 self.runq.push_back(t);
                 self.switch_out(td);
             }
             return;
         }
         self.yield_slow(t, td);
+    }
+
+    /// The yield handoff, second half. `a` (`t`) yielded when exactly one
+    /// thread of its priority or above was runnable, `b`, and held no
+    /// tokens; it ran `b` by [`handoff`](Self::handoff) instead of queueing
+    /// behind it and switching to the loop, and `b` has switched out. Had
+    /// `a` gone through the loop, the queue at `b`'s start would have been
+    /// `[a]` at `a`'s level and above, so `a` would run next unless, while
+    /// `b` ran, something of higher priority became runnable, `b` was
+    /// preempted (a preempted thread resumes before its peers), or the CPU
+    /// got messages, a due timer or a shutdown to look at (the loop looks
+    /// first). In those cases `a` takes the place it would have had, the
+    /// head of its level behind a preempted thread, and switches to the
+    /// loop; otherwise it just goes on, having switched twice (a → b → a)
+    /// instead of four times (a → loop → b → loop → a). Threads queued at
+    /// `a`'s level while `b` ran came after `a`'s yield, so they wait.
+    #[inline(always)]
+    fn after_yield_handoff(&self, t: TdPtr, td: &Thread) {
+        let f = td.flags.get();
+        if f & tdf::CANCEL != 0 {
+            return;
+        }
+        // `b` preempted implies a thread above `a`'s priority is queued
+        // (the one that preempted it, which `b` could not hand off to), so
+        // `has_above` covers that case too.
+        if self.quiet() & (f & tdf::DESCHED == 0) & !self.runq.has_above(td.pri.get()) {
+            return;
+        }
+        self.requeue_front_and_switch(t, td);
+    }
+
+    /// [`after_yield_handoff`](Self::after_yield_handoff)'s slow case: back
+    /// to the head of its level, behind a preempted thread there (or
+    /// parked, when a `deschedule` arrived), and to the loop.
+    #[cold]
+    #[inline(never)]
+    fn requeue_front_and_switch(&self, t: TdPtr, td: &Thread) {
+        let f = td.flags.get();
+        if f & tdf::DESCHED != 0 {
+            td.flags.set((f & !tdf::DESCHED) | tdf::PARKED);
+            td.wmesg.set("park");
+            self.switch_out(td);
+            return;
+        }
+        let head = self.runq.head_at(td.pri.get());
+        // SAFETY: a queued thread is owned by this CPU and allocated.
+        match head.filter(|&h| unsafe { h.td() }.has(tdf::PREEMPTED)) {
+            Some(h) => {
+                self.runq.remove(h);
+                self.runq.push_front(t);
+                self.runq.push_front(h);
+            }
+            None => self.runq.push_front(t),
+        }
+        self.switch_out(td);
     }
 
     #[cold]
@@ -580,9 +664,17 @@ impl Core {
             return;
         }
         self.preempt_check();
-        if self.runq.has_at_least(td.pri.get()) || td.has(tdf::DESCHED) || self.stopping() {
+        if self.peers_at_least(td.pri.get()) || td.has(tdf::DESCHED) || self.stopping() {
             self.requeue_and_switch(t, td);
         }
+    }
+
+    /// Whether a thread of priority `pri` or higher is runnable besides
+    /// the running one: queued, or waiting in a yield handoff for the
+    /// running thread to switch out (`yield_waiting`).
+    #[inline(always)]
+    fn peers_at_least(&self, pri: u8) -> bool {
+        self.runq.has_at_least(pri) | (self.yield_waiting.get() > pri)
     }
 
     /// `maybe_yield` (`lwkt_yield`): switches only if a reschedule is
@@ -616,7 +708,12 @@ impl Core {
             return;
         }
         let pri = td.pri.get();
-        let wanted = match self.runq.highest() {
+        // A thread waiting in a yield handoff has priority `yield_waiting - 1`.
+        let highest = self
+            .runq
+            .highest()
+            .max(self.yield_waiting.get().checked_sub(1));
+        let wanted = match highest {
             Some(h) => h > pri || (ticked && h == pri),
             None => false,
         };
