@@ -70,7 +70,7 @@ pub use signal::{SigSet, Signal};
 
 use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::error::SleepError;
@@ -345,6 +345,16 @@ struct ProcState {
     ndetached: usize,
     /// LWPs in `wait` (`p_nlwpwait`).
     nwait: usize,
+    /// LWPs in `wait` that may be asleep on `wait_chan`: counted, under
+    /// this lock, by a waiter that found nothing to collect *after* it
+    /// took the sleep interlock, until it leaves `wait`. Invariant: a
+    /// waiter only sleeps after such a look, so a change made under this
+    /// lock that finds `nsleep == 0` needs no wakeup (any later sleeper
+    /// looks after the change); one that finds it non-zero wakes the
+    /// channel, and the interlock keeps the wakeup from being lost. This
+    /// spares the common wait, which collects its target without ever
+    /// sleeping, and every exit the sleep-queue scan of a wakeup.
+    nsleep: usize,
     /// Set once an exit (or kill, or panic) was asked for: the status.
     exit_req: Option<ExitStatus>,
     /// SIGSTOP in effect.
@@ -388,9 +398,6 @@ impl LwpTable {
     }
     fn iter(&self) -> impl Iterator<Item = (&u32, &LwpRec)> {
         self.v.iter().map(|(l, r)| (l, r))
-    }
-    fn iter_mut(&mut self) -> impl Iterator<Item = (&u32, &mut LwpRec)> {
-        self.v.iter_mut().map(|(l, r)| (&*l, r))
     }
     fn values(&self) -> impl Iterator<Item = &LwpRec> {
         self.v.iter().map(|(_, r)| r)
@@ -470,6 +477,13 @@ pub(crate) struct Lwp {
     /// Whether anything was ever stored in `specific` (its own thread
     /// writes it; spares exiting LWPs that never used a key the lock).
     has_specific: AtomicBool,
+    /// The lid and thread id of the LWP this one created last (0: none).
+    /// Only a hint for `wait`, which gives that thread its turn at once
+    /// when it is the next to run here: written and read by this LWP's
+    /// own thread (Relaxed); a stale value costs nothing (`run_if_next`
+    /// checks the run queue, and thread ids are never reused).
+    child_lid: AtomicU32,
+    child_tid: AtomicU64,
 }
 
 /// The payload an exiting LWP unwinds with.
@@ -495,7 +509,14 @@ impl ProcInner {
 impl ProcState {
     /// Moves an LWP to `new`, keeping the counts.
     fn set_state(&mut self, lid: u32, new: LwpState) {
-        let rec = self.lwps.get_mut(&lid).expect("lwkt: LWP record missing");
+        let i = self.lwps.pos(lid).expect("lwkt: LWP record missing");
+        self.set_state_at(i, new);
+    }
+
+    /// [`set_state`](Self::set_state) of the record at index `i`.
+    fn set_state_at(&mut self, i: usize, new: LwpState) {
+        let (lid, rec) = &mut self.lwps.v[i];
+        let lid = *lid;
         let old = rec.state;
         if old == new {
             return;
@@ -535,16 +556,23 @@ impl ProcState {
         rec.lwp.intr.store(on, Ordering::Release);
     }
 
-    /// Frees a zombie's record (collected or detached).
-    fn free(&mut self, lid: u32) -> LwpRec {
-        let rec = self.lwps.remove(&lid).expect("lwkt: LWP record missing");
+    /// Frees a zombie's record (collected or detached); returns its exit
+    /// value.
+    fn free(&mut self, lid: u32) -> i32 {
+        let i = self.lwps.pos(lid).expect("lwkt: LWP record missing");
+        self.free_at(i)
+    }
+
+    /// [`free`](Self::free) of the record at index `i`.
+    fn free_at(&mut self, i: usize) -> i32 {
+        let (_, rec) = self.lwps.v.remove(i);
         debug_assert_eq!(rec.state, LwpState::Zomb);
         self.nzomb -= 1;
         if rec.detached {
             self.ndetached -= 1;
         }
         rec.lwp.reaped.store(true, Ordering::Release);
-        rec
+        rec.exit_value
     }
 
     /// The threads of live LWPs other than `except`, with whether each is
@@ -560,9 +588,11 @@ impl ProcState {
             .collect()
     }
 
-    /// Undoes a wait's bookkeeping (`lwp_wait1`'s exit path).
-    fn leave_wait(&mut self, me: u32, want: u32) {
-        if want != 0 {
+    /// Undoes a wait's bookkeeping (`lwp_wait1`'s exit path); `slept`:
+    /// the wait counted itself in `nsleep`; `collected`: the wait freed
+    /// its target (no record left to unmark).
+    fn leave_wait(&mut self, me: u32, want: u32, slept: bool, collected: bool) {
+        if want != 0 && !collected {
             if let Some(r) = self.lwps.get_mut(&want) {
                 if r.waiter == me {
                     r.waiter = 0;
@@ -570,6 +600,9 @@ impl ProcState {
             }
         }
         self.nwait -= 1;
+        if slept {
+            self.nsleep -= 1;
+        }
         if let Some(r) = self.lwps.get_mut(&me) {
             r.waiting = false;
             r.waitingfor = 0;
@@ -673,7 +706,7 @@ impl Lwp {
             }
             let changed = rec.state != new;
             st.set_state(lid, new);
-            let waiters = changed && st.nwait > 0;
+            let waiters = changed && st.nsleep > 0;
             drop(st);
             if waiters {
                 p.wake_waiters();
@@ -774,7 +807,11 @@ where
     };
     // Destructors run while the LWP is still alive (not a zombie yet); a
     // panic in one ends the process like any LWP panic.
-    let d = catch_unwind(AssertUnwindSafe(|| ctx.run_destructors()));
+    let d = if ctx.has_specific.load(Ordering::Relaxed) {
+        catch_unwind(AssertUnwindSafe(|| ctx.run_destructors()))
+    } else {
+        Ok(())
+    };
     let why = match (why, d) {
         (Some(w), _) => Some(w),
         (None, Err(e)) if e.downcast_ref::<LwpExit>().is_none() => Some(ExitStatus::Panicked {
@@ -807,16 +844,16 @@ fn lwp_exited(p: &Arc<ProcInner>, lwp: &Lwp, value: i32, why: Option<ExitStatus>
             others = st.threads(lwp.lid);
         }
     }
-    let lid = lwp.lid;
-    if let Some(rec) = st.lwps.get_mut(&lid) {
+    if let Some(i) = st.lwps.pos(lwp.lid) {
+        let rec = &mut st.lwps.v[i].1;
         rec.exit_value = value;
         rec.thread = None;
         rec.suspend_req = false;
         rec.sigpend = SigSet::EMPTY;
         let detached = rec.detached;
-        st.set_state(lid, LwpState::Zomb);
+        st.set_state_at(i, LwpState::Zomb);
         if detached {
-            st.free(lid);
+            st.free_at(i);
         }
     }
     let finished = st.nlive == 0 && st.status.is_none();
@@ -829,9 +866,11 @@ fn lwp_exited(p: &Arc<ProcInner>, lwp: &Lwp, value: i32, why: Option<ExitStatus>
         st.nzomb = 0;
         st.ndetached = 0;
     }
-    let waiters = st.nwait > 0;
+    let waiters = st.nsleep > 0;
     drop(st);
-    kick_exit(others);
+    if !others.is_empty() {
+        kick_exit(others);
+    }
     if waiters {
         p.wake_waiters();
     }
@@ -1061,8 +1100,13 @@ impl Proc {
 
     /// The caller's lid, if it is an LWP of this process.
     fn my_lid(&self, td: &CurThread) -> Option<u32> {
+        self.my_ctx(td).map(|c| c.lid)
+    }
+
+    /// The caller's LWP, if it is one of this process.
+    fn my_ctx<'t>(&self, td: &'t CurThread) -> Option<&'t Lwp> {
         let ctx = current_ctx(td)?;
-        Arc::ptr_eq(&ctx.proc, &self.inner).then_some(ctx.lid)
+        Arc::ptr_eq(&ctx.proc, &self.inner).then_some(ctx)
     }
 
     /// Creates an LWP in this process (`lwp_create`), running `f`; its
@@ -1132,6 +1176,8 @@ impl Proc {
                 exiting: AtomicBool::new(false),
                 specific: Mutex::new(Vec::new()),
                 has_specific: AtomicBool::new(false),
+                child_lid: AtomicU32::new(0),
+                child_tid: AtomicU64::new(0),
             });
             let detached = b.flags.contains(LwpFlags::DETACHED);
             let rec = LwpRec {
@@ -1162,7 +1208,17 @@ impl Proc {
         let l2 = lwp.clone();
         let body = move |td: &mut CurThread| lwp_main(td, l2, f);
         let spawned = match via {
-            Via::Td(td) => tb.spawn(td, body),
+            Via::Td(td) => {
+                let r = tb.spawn(td, body);
+                if let (Ok(jh), Some(_)) = (&r, creator) {
+                    // The hint `wait` uses (see `Lwp::child_lid`).
+                    if let Some(c) = current_ctx(td) {
+                        c.child_lid.store(lid, Ordering::Relaxed);
+                        c.child_tid.store(jh.id().as_u64(), Ordering::Relaxed);
+                    }
+                }
+                r
+            }
             Via::Handle(h) => tb.spawn_from(h, body),
         };
         let thread = match spawned {
@@ -1187,7 +1243,8 @@ impl Proc {
         let mut st = p.lock();
         let stopping = st.stopping;
         let mut forward = false;
-        if let Some(rec) = st.lwps.get_mut(&lid) {
+        if let Some(i) = st.lwps.pos(lid) {
+            let rec = &mut st.lwps.v[i].1;
             // From here on requests reach the thread by upcall. One made
             // since the insert above (the level is set) may have missed
             // it: forward it now (the thread may have passed its first
@@ -1204,10 +1261,10 @@ impl Proc {
                 } else {
                     LwpState::Run
                 };
-                st.set_state(lid, new);
+                st.set_state_at(i, new);
             }
         }
-        let waiters = st.nwait > 0;
+        let waiters = st.nsleep > 0;
         drop(st);
         if forward {
             thread.upcall(true);
@@ -1249,10 +1306,22 @@ impl Proc {
     #[doc(alias = "lwp_wait")]
     pub fn wait(&self, td: &mut CurThread, lid: Option<Lid>) -> Result<(Lid, i32), LwpError> {
         let p = &self.inner;
-        let Some(me) = self.my_lid(td) else {
+        let Some(ctx) = self.my_ctx(td) else {
             return Err(LwpError::NotInProcess { pid: p.pid });
         };
+        let me = ctx.lid;
         let want = lid.map_or(0, |l| l.0);
+        // Waiting for the LWP we just created, which is usually queued
+        // right behind us and only needs a turn to finish: when it is the
+        // very next to run here, give it that turn now, by handoff (one
+        // turn only: it cannot keep us off the CPU, and we stay an
+        // ordinary thread that requests and signals reach at the switch
+        // point that follows). Running it before we announce the wait is
+        // no different from having been switched out just before `wait`.
+        if want != 0 && ctx.child_lid.load(Ordering::Relaxed) == want {
+            let tid = ThreadId::from_raw(ctx.child_tid.load(Ordering::Relaxed));
+            td.run_if_next(tid);
+        }
         {
             // Announce ourselves and look once, under one lock.
             let mut st = p.lock();
@@ -1264,16 +1333,17 @@ impl Proc {
             r.waiting = true;
             r.waitingfor = want;
             if let Some(r) = self.try_collect(&mut st, me, want) {
-                return self.wait_done(st, me, want, r);
+                return self.wait_done(st, me, want, false, r);
             }
         }
         // Undone on every way out below, unwinding included (an exit
         // request can unwind the LWP from inside a switch point here).
         let mut leave = WaitGuard {
-            p: p.clone(),
+            p,
             me,
             want,
             armed: true,
+            slept: false,
         };
         // A new LWP on this CPU is usually queued behind us and only needs
         // a turn to finish: give it one before paying for a sleep.
@@ -1286,11 +1356,17 @@ impl Proc {
             let mut st = p.lock();
             if let Some(r) = self.try_collect(&mut st, me, want) {
                 leave.armed = false;
-                let out = self.wait_done(st, me, want, r);
+                let out = self.wait_done(st, me, want, leave.slept, r);
                 if interlocked {
                     td.sleep_remove();
                 }
                 return out;
+            }
+            if interlocked && !leave.slept {
+                // From now on we may be asleep: changes must wake us (see
+                // `ProcState::nsleep`).
+                st.nsleep += 1;
+                leave.slept = true;
             }
             drop(st);
             if !interlocked {
@@ -1335,10 +1411,12 @@ impl Proc {
         mut st: MutexGuard<'_, ProcState>,
         me: u32,
         want: u32,
+        slept: bool,
         r: Result<(Lid, i32), LwpError>,
     ) -> Result<(Lid, i32), LwpError> {
-        st.leave_wait(me, want);
-        let others = st.nwait > 0;
+        let collected = matches!(r, Ok((l, _)) if l.0 == want);
+        st.leave_wait(me, want, slept, collected);
+        let others = st.nsleep > 0;
         drop(st);
         if others {
             self.inner.wake_waiters();
@@ -1364,7 +1442,8 @@ impl Proc {
         };
         let mut nfound = 0;
         let mut found = None;
-        for (&l2, rec) in st.lwps.iter_mut() {
+        for (i, (l2, rec)) in st.lwps.v.iter_mut().enumerate() {
+            let l2 = *l2;
             if want != 0 && l2 == want && rec.waiting && rec.waitingfor == me {
                 return deadlock(if l2 == me {
                     "an LWP cannot wait for itself"
@@ -1389,13 +1468,13 @@ impl Proc {
             }
             nfound += 1;
             if rec.state == LwpState::Zomb {
-                found = Some(l2);
+                found = Some((i, l2));
                 break;
             }
         }
-        if let Some(l2) = found {
-            let rec = st.free(l2);
-            return Some(Ok((Lid(l2), rec.exit_value)));
+        if let Some((i, l2)) = found {
+            let v = st.free_at(i);
+            return Some(Ok((Lid(l2), v)));
         }
         if nfound == 0 {
             return Some(Err(LwpError::NoSuchLwp { pid, lid: want }));
@@ -1800,21 +1879,23 @@ impl Proc {
 }
 
 /// Undoes a `wait`'s bookkeeping (`lwp_wait1`'s exit path).
-struct WaitGuard {
-    p: Arc<ProcInner>,
+struct WaitGuard<'a> {
+    p: &'a ProcInner,
     me: u32,
     want: u32,
     armed: bool,
+    /// Counted in `nsleep`.
+    slept: bool,
 }
 
-impl Drop for WaitGuard {
+impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         if !self.armed {
             return;
         }
         let mut st = self.p.lock();
-        st.leave_wait(self.me, self.want);
-        let others = st.nwait > 0;
+        st.leave_wait(self.me, self.want, self.slept, false);
+        let others = st.nsleep > 0;
         drop(st);
         if others {
             self.p.wake_waiters();
