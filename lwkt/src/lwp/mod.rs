@@ -363,6 +363,13 @@ struct ProcState {
     sigpend: SigSet,
     /// Set when the last LWP exited.
     status: Option<ExitStatus>,
+    /// The structure of the last LWP freed while nobody else referred to
+    /// it (no thread, no `LwpRef`, no `LwpCtl`: `Arc::get_mut` succeeded),
+    /// kept for the next `create` instead of a free and an allocation.
+    /// Invariant: when set, this is the only reference, so its reuse is
+    /// unobservable. It refers to the process (`Lwp::proc`): dropped when
+    /// the process ends, so the cycle does not outlive it.
+    spare: Option<Arc<Lwp>>,
 }
 
 /// A process's LWP records, by lid. Lids only grow, so appending keeps the
@@ -565,13 +572,17 @@ impl ProcState {
 
     /// [`free`](Self::free) of the record at index `i`.
     fn free_at(&mut self, i: usize) -> i32 {
-        let (_, rec) = self.lwps.v.remove(i);
+        let (_, mut rec) = self.lwps.v.remove(i);
         debug_assert_eq!(rec.state, LwpState::Zomb);
         self.nzomb -= 1;
         if rec.detached {
             self.ndetached -= 1;
         }
         rec.lwp.reaped.store(true, Ordering::Release);
+        if self.status.is_none() && Arc::get_mut(&mut rec.lwp).is_some() {
+            // Nobody else refers to it: keep it for the next create.
+            self.spare = Some(rec.lwp);
+        }
         rec.exit_value
     }
 
@@ -630,6 +641,57 @@ impl ProcState {
 }
 
 impl Lwp {
+    fn new(lid: u32, proc: Arc<ProcInner>) -> Lwp {
+        Lwp {
+            lid,
+            proc,
+            ctl: SwitchCtl::new(),
+            intr: AtomicBool::new(false),
+            exit_value: AtomicI32::new(0),
+            exited: AtomicBool::new(false),
+            reaped: AtomicBool::new(false),
+            exiting: AtomicBool::new(false),
+            specific: Mutex::new(Vec::new()),
+            has_specific: AtomicBool::new(false),
+            child_lid: AtomicU32::new(0),
+            child_tid: AtomicU64::new(0),
+        }
+    }
+
+    /// Makes a freed LWP's structure (of the same process) new again, as
+    /// `new(lid, proc)` would: reused only through `&mut`, i.e. when
+    /// nobody else can see it (see `ProcState::spare`).
+    fn reset(&mut self, lid: u32) {
+        // Every field named, so that a new one cannot be forgotten here;
+        // the process stays the same.
+        let Lwp {
+            lid: l,
+            proc: _,
+            ctl,
+            intr,
+            exit_value,
+            exited,
+            reaped,
+            exiting,
+            specific,
+            has_specific,
+            child_lid,
+            child_tid,
+        } = self;
+        *l = lid;
+        *ctl = SwitchCtl::new();
+        *intr.get_mut() = false;
+        *exit_value.get_mut() = 0;
+        *exited.get_mut() = false;
+        *reaped.get_mut() = false;
+        *exiting.get_mut() = false;
+        if std::mem::take(has_specific.get_mut()) {
+            *specific = Mutex::new(Vec::new());
+        }
+        *child_lid.get_mut() = 0;
+        *child_tid.get_mut() = 0;
+    }
+
     fn specific(&self) -> MutexGuard<'_, Vec<Option<Box<dyn Slot>>>> {
         self.specific.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -836,12 +898,12 @@ fn lwp_exited(p: &Arc<ProcInner>, lwp: &Lwp, value: i32, why: Option<ExitStatus>
     lwp.exit_value.store(value, Ordering::Relaxed);
     lwp.exited.store(true, Ordering::Release);
     let mut st = p.lock();
-    let mut others = Vec::new();
+    let mut others = None;
     if let Some(w) = why {
         if st.exit_req.is_none() {
             st.exit_req = Some(w);
             st.refresh_all();
-            others = st.threads(lwp.lid);
+            others = Some(st.threads(lwp.lid));
         }
     }
     if let Some(i) = st.lwps.pos(lwp.lid) {
@@ -863,12 +925,13 @@ fn lwp_exited(p: &Arc<ProcInner>, lwp: &Lwp, value: i32, why: Option<ExitStatus>
         for (_, rec) in std::mem::take(&mut st.lwps) {
             rec.lwp.reaped.store(true, Ordering::Release);
         }
+        st.spare = None;
         st.nzomb = 0;
         st.ndetached = 0;
     }
     let waiters = st.nsleep > 0;
     drop(st);
-    if !others.is_empty() {
+    if let Some(others) = others {
         kick_exit(others);
     }
     if waiters {
@@ -1165,20 +1228,16 @@ impl Proc {
                 || st.exit_req.is_some();
             let lid = st.next_lid;
             st.next_lid += 1;
-            lwp = Arc::new(Lwp {
-                lid,
-                proc: p.clone(),
-                ctl: SwitchCtl::new(),
-                intr: AtomicBool::new(false),
-                exit_value: AtomicI32::new(0),
-                exited: AtomicBool::new(false),
-                reaped: AtomicBool::new(false),
-                exiting: AtomicBool::new(false),
-                specific: Mutex::new(Vec::new()),
-                has_specific: AtomicBool::new(false),
-                child_lid: AtomicU32::new(0),
-                child_tid: AtomicU64::new(0),
-            });
+            lwp = match st.spare.take() {
+                Some(mut spare) => match Arc::get_mut(&mut spare) {
+                    Some(l) => {
+                        l.reset(lid);
+                        spare
+                    }
+                    None => Arc::new(Lwp::new(lid, p.clone())),
+                },
+                None => Arc::new(Lwp::new(lid, p.clone())),
+            };
             let detached = b.flags.contains(LwpFlags::DETACHED);
             let rec = LwpRec {
                 lwp: lwp.clone(),
@@ -1323,8 +1382,29 @@ impl Proc {
             td.run_if_next(tid);
         }
         {
-            // Announce ourselves and look once, under one lock.
             let mut st = p.lock();
+            if want != 0 && want != me {
+                // The target already a zombie: collect it at once. This is
+                // what the full pass below decides in that case (a zombie
+                // waits for nobody, so no deadlock; a detached target is
+                // no candidate, left to it), minus announcing a wait that
+                // would be undone in the same critical section.
+                if let Some(i) = st.lwps.pos(want) {
+                    let rec = &st.lwps.v[i].1;
+                    if rec.state == LwpState::Zomb && !rec.detached {
+                        debug_assert!(!rec.waiting);
+                        let v = st.free_at(i);
+                        // Other waiters for it must look again (ESRCH).
+                        let others = st.nsleep > 0;
+                        drop(st);
+                        if others {
+                            p.wake_waiters();
+                        }
+                        return Ok((Lid(want), v));
+                    }
+                }
+            }
+            // Announce ourselves and look once, under the same lock.
             st.nwait += 1;
             let r = st
                 .lwps
