@@ -263,6 +263,11 @@ impl LwpBuilder {
         self
     }
 
+    /// Whether the thread would go on `td`'s own CPU.
+    fn thread_builder_cpu_is_here(&self, td: &CurThread) -> bool {
+        self.cpu.map_or(true, |c| c == td.cpu())
+    }
+
     fn thread_builder(&self) -> ThreadBuilder {
         let mut b = ThreadBuilder::new();
         if let Some(c) = self.cpu {
@@ -544,6 +549,18 @@ impl ProcState {
         }
         let tid = rec.thread.as_ref().map_or(0, |t| t.id().as_u64());
         crate::thread::trace::lwp_state(self.pid, lid, tid, new.netbsd());
+    }
+
+    /// A new LWP structure: the spare one when there is one (see
+    /// `spare`), else a fresh allocation.
+    fn new_lwp(&mut self, p: &Arc<ProcInner>, lid: u32) -> Arc<Lwp> {
+        if let Some(mut spare) = self.spare.take() {
+            if let Some(l) = Arc::get_mut(&mut spare) {
+                l.reset(lid);
+                return spare;
+            }
+        }
+        Arc::new(Lwp::new(lid, p.clone()))
     }
 
     /// Recomputes every LWP's interrupt level.
@@ -1208,10 +1225,27 @@ impl Proc {
         F: FnOnce(&mut CurThread) -> i32 + Send + 'static,
     {
         let p = &self.inner;
-        let creator = match &via {
-            Via::Td(td) => self.my_lid(td),
-            Via::Handle(_) => None,
+        // The creator's structure, if it is an LWP of this process, and
+        // whether the new thread goes on the caller's own CPU.
+        let (creator_ctx, here) = match &via {
+            Via::Td(td) => (
+                self.my_ctx(td).map(|c| c as *const Lwp),
+                b.thread_builder_cpu_is_here(td),
+            ),
+            Via::Handle(_) => (None, false),
         };
+        // SAFETY: the running LWP's structure is kept alive by its own
+        // thread's upcall reference, which stays attached for as long as
+        // the thread runs its body (only `lwp_main` attaches and detaches
+        // it), and this is that thread, inside its body.
+        let creator_ctx = creator_ctx.map(|c| unsafe { &*c });
+        let creator = creator_ctx.map(|c| c.lid);
+        if here {
+            let Via::Td(td) = via else {
+                unreachable!("only a spawn from a thread is `here`")
+            };
+            return self.create_here(td, b, f, creator_ctx);
+        }
         let lwp;
         {
             let mut st = p.lock();
@@ -1228,16 +1262,7 @@ impl Proc {
                 || st.exit_req.is_some();
             let lid = st.next_lid;
             st.next_lid += 1;
-            lwp = match st.spare.take() {
-                Some(mut spare) => match Arc::get_mut(&mut spare) {
-                    Some(l) => {
-                        l.reset(lid);
-                        spare
-                    }
-                    None => Arc::new(Lwp::new(lid, p.clone())),
-                },
-                None => Arc::new(Lwp::new(lid, p.clone())),
-            };
+            lwp = st.new_lwp(p, lid);
             let detached = b.flags.contains(LwpFlags::DETACHED);
             let rec = LwpRec {
                 lwp: lwp.clone(),
@@ -1267,17 +1292,7 @@ impl Proc {
         let l2 = lwp.clone();
         let body = move |td: &mut CurThread| lwp_main(td, l2, f);
         let spawned = match via {
-            Via::Td(td) => {
-                let r = tb.spawn(td, body);
-                if let (Ok(jh), Some(_)) = (&r, creator) {
-                    // The hint `wait` uses (see `Lwp::child_lid`).
-                    if let Some(c) = current_ctx(td) {
-                        c.child_lid.store(lid, Ordering::Relaxed);
-                        c.child_tid.store(jh.id().as_u64(), Ordering::Relaxed);
-                    }
-                }
-                r
-            }
+            Via::Td(td) => tb.spawn(td, body),
             Via::Handle(h) => tb.spawn_from(h, body),
         };
         let thread = match spawned {
@@ -1328,6 +1343,104 @@ impl Proc {
         if forward {
             thread.upcall(true);
         }
+        if waiters {
+            p.wake_waiters();
+        }
+        Ok(Lid(lid))
+    }
+
+    /// `create` of an LWP on the caller's own CPU, in one critical
+    /// section: the thread is spawned under the process lock with
+    /// `spawn_quiet`, which only queues it (it cannot run, and the caller
+    /// cannot be switched out, before the lock is dropped), so the record
+    /// is entered complete (thread and first state) and no request can
+    /// come between the record and its thread. Invariant this relies on:
+    /// nothing in a same-CPU `spawn_quiet` switches or runs user code; the
+    /// preemption it may make due runs after the lock is dropped. The
+    /// price: the spawn (a cached stack, or a fresh mapping) lengthens the
+    /// critical section other CPUs' LWPs of the process may wait on.
+    fn create_here<F>(
+        &self,
+        td: &mut CurThread,
+        b: LwpBuilder,
+        f: F,
+        creator_ctx: Option<&Lwp>,
+    ) -> Result<Lid, LwpError>
+    where
+        F: FnOnce(&mut CurThread) -> i32 + Send + 'static,
+    {
+        let p = &self.inner;
+        let creator = creator_ctx.map(|c| c.lid);
+        let mut st = p.lock();
+        if st.status.is_some() || (st.exit_req.is_some() && creator.is_none()) {
+            return Err(LwpError::Invalid {
+                pid: p.pid,
+                lid: 0,
+                why: "the process has exited or is exiting",
+            });
+        }
+        let creator_stopping = creator
+            .and_then(|c| st.lwps.get(&c))
+            .is_some_and(|r| r.suspend_req)
+            || st.exit_req.is_some();
+        let lid = st.next_lid;
+        st.next_lid += 1;
+        let lwp = st.new_lwp(p, lid);
+        let l2 = lwp.clone();
+        let body = move |td: &mut CurThread| lwp_main(td, l2, f);
+        let jh = match b.thread_builder().spawn_quiet(td, body) {
+            Ok(jh) => jh,
+            Err(e) => {
+                // Nothing entered; the lid stays unused.
+                drop(st);
+                return Err(LwpError::Create {
+                    pid: p.pid,
+                    why: e.to_string(),
+                });
+            }
+        };
+        if let Some(c) = creator_ctx {
+            // The hint `wait` uses (see `Lwp::child_lid`).
+            c.child_lid.store(lid, Ordering::Relaxed);
+            c.child_tid.store(jh.id().as_u64(), Ordering::Relaxed);
+        }
+        let detached = b.flags.contains(LwpFlags::DETACHED);
+        let suspend_req = b.flags.contains(LwpFlags::SUSPENDED) || creator_stopping;
+        // IDL, then at once the state `create` would give it next.
+        let state = if suspend_req {
+            LwpState::Suspended
+        } else if st.stopping {
+            LwpState::Stop
+        } else {
+            LwpState::Run
+        };
+        let tid = jh.id().as_u64();
+        let rec = LwpRec {
+            lwp,
+            state,
+            detached,
+            suspend_req,
+            waiter: 0,
+            waiting: false,
+            waitingfor: 0,
+            exit_value: 0,
+            sigpend: SigSet::EMPTY,
+            thread: Some(jh.thread()),
+        };
+        st.refresh(&rec);
+        st.lwps.insert(lid, rec);
+        st.nlive += 1;
+        if state == LwpState::Run {
+            st.nrun += 1;
+        }
+        if detached {
+            st.ndetached += 1;
+        }
+        crate::thread::trace::lwp_state(p.pid, lid, 0, LwpState::Idl.netbsd());
+        crate::thread::trace::lwp_state(p.pid, lid, tid, state.netbsd());
+        let waiters = st.nsleep > 0;
+        drop(st);
+        td.preempt_point();
         if waiters {
             p.wake_waiters();
         }

@@ -148,6 +148,7 @@ impl CurThread {
     }
 
     /// Attaches (or removes) the upper layer's hook.
+    #[inline]
     pub(crate) fn set_upcall(&mut self, u: Option<Arc<dyn Upcall>>) {
         self.upcall = u;
     }
@@ -323,6 +324,13 @@ impl CurThread {
         }
         self.switch_point();
         true
+    }
+
+    /// Runs a preemption made due meanwhile (see
+    /// `ThreadBuilder::spawn_quiet`), if one is.
+    #[inline]
+    pub(crate) fn preempt_point(&mut self) {
+        self.core().preempt_check();
     }
 
     /// Switches only if a reschedule is wanted: a higher-priority thread is
