@@ -551,6 +551,32 @@ impl ProcState {
         crate::thread::trace::lwp_state(self.pid, lid, tid, new.netbsd());
     }
 
+    /// An LWP's exit with a status for the whole process (a panic, or
+    /// cancellation): the first such request wins. Returns the threads of
+    /// the other live LWPs, to kick, when this one started the exit.
+    #[cold]
+    fn start_exit(&mut self, why: ExitStatus, lid: u32) -> Option<Vec<(ThreadRef, bool)>> {
+        if self.exit_req.is_some() {
+            return None;
+        }
+        self.exit_req = Some(why);
+        self.refresh_all();
+        Some(self.threads(lid))
+    }
+
+    /// The last LWP exited: the process is over, and so are its zombies.
+    #[cold]
+    fn finish(&mut self) {
+        self.status = Some(self.exit_req.clone().unwrap_or(ExitStatus::Exited(0)));
+        for (_, rec) in std::mem::take(&mut self.lwps) {
+            rec.lwp.reaped.store(true, Ordering::Release);
+        }
+        // The spare refers to the process: let go of it with the rest.
+        self.spare = None;
+        self.nzomb = 0;
+        self.ndetached = 0;
+    }
+
     /// A new LWP structure: the spare one when there is one (see
     /// `spare`), else a fresh allocation.
     fn new_lwp(&mut self, p: &Arc<ProcInner>, lid: u32) -> Arc<Lwp> {
@@ -589,7 +615,11 @@ impl ProcState {
 
     /// [`free`](Self::free) of the record at index `i`.
     fn free_at(&mut self, i: usize) -> i32 {
-        let (_, mut rec) = self.lwps.v.remove(i);
+        let (_, mut rec) = if i + 1 == self.lwps.v.len() {
+            self.lwps.v.pop().expect("index checked")
+        } else {
+            self.lwps.v.remove(i)
+        };
         debug_assert_eq!(rec.state, LwpState::Zomb);
         self.nzomb -= 1;
         if rec.detached {
@@ -841,19 +871,27 @@ fn lwp_main<F>(td: &mut CurThread, lwp: Arc<Lwp>, f: F)
 where
     F: FnOnce(&mut CurThread) -> i32,
 {
-    let p = lwp.proc.clone();
     {
         let th = td.thread();
         th.swctl.set(&lwp.ctl);
         th.set(tdf::SWCTL);
-        th.lwp_tag.set((p.pid, lwp.lid));
+        th.lwp_tag.set((lwp.proc.pid, lwp.lid));
     }
     lwp.ctl.switched_in(td.cpu());
-    td.set_upcall(Some(lwp.clone()));
+    let raw = Arc::as_ptr(&lwp);
+    // The thread's reference to its LWP is the upcall's.
+    td.set_upcall(Some(lwp));
+    // SAFETY: the upcall reference set just above keeps the structure
+    // alive until `set_upcall(None)` at the very end of this function,
+    // after the last use of `ctx` (and of `p`, borrowed from it); only
+    // this function attaches or detaches an LWP thread's upcall. On the
+    // unwinding path below the upcall stays attached until the thread's
+    // `CurThread` is dropped, after this frame.
+    let ctx: &Lwp = unsafe { &*raw };
+    let p = &ctx.proc;
     // Requests made before the creator registered this thread (it does so
     // right after the spawn) are seen here, or the creator forwards them
     // (see `create`).
-    let ctx = &lwp;
     let r = catch_unwind(AssertUnwindSafe(|| {
         if ctx.intr.load(Ordering::Acquire) {
             ctx.stop_point(td);
@@ -864,8 +902,8 @@ where
     if td.thread().has(tdf::UNWINDING) {
         // The runtime is shutting down and unwinds this stack: account for
         // the LWP and let the unwinding go on.
-        lwp_exited(&p, &lwp, 0, Some(ExitStatus::Cancelled));
-        finish_ctl(td, &lwp);
+        lwp_exited(p, ctx, 0, Some(ExitStatus::Cancelled));
+        finish_ctl(td, ctx);
         if let Err(e) = r {
             resume_unwind(e);
         }
@@ -878,7 +916,7 @@ where
             Err(e) => (
                 0,
                 Some(ExitStatus::Panicked {
-                    lid: Lid(lwp.lid),
+                    lid: Lid(ctx.lid),
                     message: panic_message(&*e),
                 }),
             ),
@@ -894,13 +932,14 @@ where
     let why = match (why, d) {
         (Some(w), _) => Some(w),
         (None, Err(e)) if e.downcast_ref::<LwpExit>().is_none() => Some(ExitStatus::Panicked {
-            lid: Lid(lwp.lid),
+            lid: Lid(ctx.lid),
             message: panic_message(&*e),
         }),
         _ => None,
     };
-    lwp_exited(&p, &lwp, value, why);
-    finish_ctl(td, &lwp);
+    lwp_exited(p, ctx, value, why);
+    finish_ctl(td, ctx);
+    // Last: drops the thread's reference (`ctx` and `p` are not used after).
     td.set_upcall(None);
 }
 
@@ -915,14 +954,7 @@ fn lwp_exited(p: &Arc<ProcInner>, lwp: &Lwp, value: i32, why: Option<ExitStatus>
     lwp.exit_value.store(value, Ordering::Relaxed);
     lwp.exited.store(true, Ordering::Release);
     let mut st = p.lock();
-    let mut others = None;
-    if let Some(w) = why {
-        if st.exit_req.is_none() {
-            st.exit_req = Some(w);
-            st.refresh_all();
-            others = Some(st.threads(lwp.lid));
-        }
-    }
+    let others = why.and_then(|w| st.start_exit(w, lwp.lid));
     if let Some(i) = st.lwps.pos(lwp.lid) {
         let rec = &mut st.lwps.v[i].1;
         rec.exit_value = value;
@@ -937,14 +969,7 @@ fn lwp_exited(p: &Arc<ProcInner>, lwp: &Lwp, value: i32, why: Option<ExitStatus>
     }
     let finished = st.nlive == 0 && st.status.is_none();
     if finished {
-        st.status = Some(st.exit_req.clone().unwrap_or(ExitStatus::Exited(0)));
-        // The process is gone: so are its zombies.
-        for (_, rec) in std::mem::take(&mut st.lwps) {
-            rec.lwp.reaped.store(true, Ordering::Release);
-        }
-        st.spare = None;
-        st.nzomb = 0;
-        st.ndetached = 0;
+        st.finish();
     }
     let waiters = st.nsleep > 0;
     drop(st);
