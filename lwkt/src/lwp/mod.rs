@@ -1450,7 +1450,7 @@ impl Proc {
             waitingfor: 0,
             exit_value: 0,
             sigpend: SigSet::EMPTY,
-            thread: Some(jh.thread()),
+            thread: Some(jh.into_thread()),
         };
         st.refresh(&rec);
         st.lwps.insert(lid, rec);
