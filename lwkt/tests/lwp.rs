@@ -1367,3 +1367,109 @@ fn lwp_state_changes_are_traced() {
         }
     });
 }
+
+/// `wait` for the LWP just created gives it its turn at once (by handoff
+/// when it is next in line). A target that only yields must not keep the
+/// waiter busy: the waiter goes to sleep as usual, stays visible
+/// (`Sleep`) and signalable (`EINTR`), and collects the target once it
+/// exits. On one CPU (the handoff) and with the target elsewhere.
+fn wait_for_a_yielding_new_lwp(cpus: usize) -> ExitStatus {
+    in_proc(cpus, move |td| {
+        let p = td.proc().unwrap();
+        let me = td.lid().unwrap();
+        let go = Arc::new(AtomicBool::new(false));
+        let turns = Arc::new(AtomicUsize::new(0));
+        let (g, t) = (go.clone(), turns.clone());
+        let signaller = {
+            let p2 = p.clone();
+            p.create_lwp(td, LwpBuilder::new(), move |td| {
+                yield_until(td, "the waiter asleep", || {
+                    p2.state(me) == Some(LwpState::Sleep)
+                });
+                p2.signal_lwp(me, Signal::USR1).unwrap();
+                0
+            })
+            .unwrap()
+        };
+        let target = p
+            .create_lwp(td, LwpBuilder::new().cpu(cpus - 1), move |td| {
+                while !g.load(Ordering::Acquire) {
+                    t.fetch_add(1, Ordering::Relaxed);
+                    td.yield_now();
+                }
+                12
+            })
+            .unwrap();
+        let r = p.wait(td, Some(target));
+        assert_eq!(r.map_err(|e| e.errno()), Err(LwpError::EINTR));
+        if cpus == 1 {
+            // It had its turn (by handoff) before we slept.
+            assert!(turns.load(Ordering::Relaxed) > 0, "the target never ran");
+        }
+        assert_eq!(td.sigtake(), Some(Signal::USR1));
+        assert_eq!(p.wait(td, Some(signaller)).unwrap(), (signaller, 0));
+        go.store(true, Ordering::Release);
+        assert_eq!(p.wait(td, Some(target)).unwrap(), (target, 12));
+        assert_eq!(p.lwps().len(), 1, "everything collected");
+        0
+    })
+}
+
+#[test]
+fn wait_for_a_yielding_new_lwp_stays_visible_and_signalable() {
+    for cpus in [1, 2] {
+        bounded(30, &format!("yielding target, {cpus} cpus"), move || {
+            assert_eq!(wait_for_a_yielding_new_lwp(cpus), ExitStatus::Exited(0));
+        });
+    }
+}
+
+static SEEN: Key<u32> = Key::new();
+
+/// A collected LWP's structure is reused for a later LWP only when nothing
+/// else refers to it: an `LwpRef` keeps the exited LWP's own lid, state and
+/// exit value; a reused one starts afresh (no LWP-specific data, no exit
+/// value, its own lid and `lwpctl` block).
+#[test]
+fn freed_lwp_structures_are_reused_only_when_unreferenced() {
+    bounded(30, "reuse", || {
+        in_proc(1, |td| {
+            let p = td.proc().unwrap();
+            let a = p
+                .create_lwp(td, LwpBuilder::new(), |td| {
+                    SEEN.set(td, 1);
+                    21
+                })
+                .unwrap();
+            let ra = p.lwp_ref(a).unwrap();
+            assert_eq!(p.wait(td, Some(a)).unwrap(), (a, 21));
+            for round in 0..50 {
+                let b = p
+                    .create_lwp(td, LwpBuilder::new(), move |td| {
+                        // Nothing left from an earlier LWP here.
+                        assert_eq!(SEEN.get(td), None, "round {round}");
+                        assert_eq!(td.lwpctl().unwrap().switches(), 0);
+                        SEEN.set(td, 2);
+                        round
+                    })
+                    .unwrap();
+                let rb = (round % 2 == 0).then(|| p.lwp_ref(b).unwrap());
+                if let Some(rb) = &rb {
+                    assert_eq!(rb.exit_value(), None, "not run yet");
+                }
+                assert_eq!(p.wait(td, Some(b)).unwrap(), (b, round));
+                if let Some(rb) = rb {
+                    assert_eq!((rb.lid(), rb.exit_value()), (b, Some(round)));
+                    assert!(rb.is_freed());
+                }
+                // The referenced, collected LWP is untouched.
+                assert_eq!(ra.lid(), a);
+                assert_eq!(ra.exit_value(), Some(21));
+                assert_eq!(ra.state(), LwpState::Zomb);
+                assert!(ra.is_freed());
+                assert_eq!(ra.ctl().cpu(), LwpCpu::Exited);
+            }
+            0
+        })
+    });
+}

@@ -70,7 +70,7 @@ pub use signal::{SigSet, Signal};
 
 use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::error::SleepError;
@@ -263,6 +263,11 @@ impl LwpBuilder {
         self
     }
 
+    /// Whether the thread would go on `td`'s own CPU.
+    fn thread_builder_cpu_is_here(&self, td: &CurThread) -> bool {
+        self.cpu.map_or(true, |c| c == td.cpu())
+    }
+
     fn thread_builder(&self) -> ThreadBuilder {
         let mut b = ThreadBuilder::new();
         if let Some(c) = self.cpu {
@@ -345,6 +350,16 @@ struct ProcState {
     ndetached: usize,
     /// LWPs in `wait` (`p_nlwpwait`).
     nwait: usize,
+    /// LWPs in `wait` that may be asleep on `wait_chan`: counted, under
+    /// this lock, by a waiter that found nothing to collect *after* it
+    /// took the sleep interlock, until it leaves `wait`. Invariant: a
+    /// waiter only sleeps after such a look, so a change made under this
+    /// lock that finds `nsleep == 0` needs no wakeup (any later sleeper
+    /// looks after the change); one that finds it non-zero wakes the
+    /// channel, and the interlock keeps the wakeup from being lost. This
+    /// spares the common wait, which collects its target without ever
+    /// sleeping, and every exit the sleep-queue scan of a wakeup.
+    nsleep: usize,
     /// Set once an exit (or kill, or panic) was asked for: the status.
     exit_req: Option<ExitStatus>,
     /// SIGSTOP in effect.
@@ -353,6 +368,13 @@ struct ProcState {
     sigpend: SigSet,
     /// Set when the last LWP exited.
     status: Option<ExitStatus>,
+    /// The structure of the last LWP freed while nobody else referred to
+    /// it (no thread, no `LwpRef`, no `LwpCtl`: `Arc::get_mut` succeeded),
+    /// kept for the next `create` instead of a free and an allocation.
+    /// Invariant: when set, this is the only reference, so its reuse is
+    /// unobservable. It refers to the process (`Lwp::proc`): dropped when
+    /// the process ends, so the cycle does not outlive it.
+    spare: Option<Arc<Lwp>>,
 }
 
 /// A process's LWP records, by lid. Lids only grow, so appending keeps the
@@ -388,9 +410,6 @@ impl LwpTable {
     }
     fn iter(&self) -> impl Iterator<Item = (&u32, &LwpRec)> {
         self.v.iter().map(|(l, r)| (l, r))
-    }
-    fn iter_mut(&mut self) -> impl Iterator<Item = (&u32, &mut LwpRec)> {
-        self.v.iter_mut().map(|(l, r)| (&*l, r))
     }
     fn values(&self) -> impl Iterator<Item = &LwpRec> {
         self.v.iter().map(|(_, r)| r)
@@ -470,6 +489,13 @@ pub(crate) struct Lwp {
     /// Whether anything was ever stored in `specific` (its own thread
     /// writes it; spares exiting LWPs that never used a key the lock).
     has_specific: AtomicBool,
+    /// The lid and thread id of the LWP this one created last (0: none).
+    /// Only a hint for `wait`, which gives that thread its turn at once
+    /// when it is the next to run here: written and read by this LWP's
+    /// own thread (Relaxed); a stale value costs nothing (`run_if_next`
+    /// checks the run queue, and thread ids are never reused).
+    child_lid: AtomicU32,
+    child_tid: AtomicU64,
 }
 
 /// The payload an exiting LWP unwinds with.
@@ -495,7 +521,14 @@ impl ProcInner {
 impl ProcState {
     /// Moves an LWP to `new`, keeping the counts.
     fn set_state(&mut self, lid: u32, new: LwpState) {
-        let rec = self.lwps.get_mut(&lid).expect("lwkt: LWP record missing");
+        let i = self.lwps.pos(lid).expect("lwkt: LWP record missing");
+        self.set_state_at(i, new);
+    }
+
+    /// [`set_state`](Self::set_state) of the record at index `i`.
+    fn set_state_at(&mut self, i: usize, new: LwpState) {
+        let (lid, rec) = &mut self.lwps.v[i];
+        let lid = *lid;
         let old = rec.state;
         if old == new {
             return;
@@ -518,6 +551,44 @@ impl ProcState {
         crate::thread::trace::lwp_state(self.pid, lid, tid, new.netbsd());
     }
 
+    /// An LWP's exit with a status for the whole process (a panic, or
+    /// cancellation): the first such request wins. Returns the threads of
+    /// the other live LWPs, to kick, when this one started the exit.
+    #[cold]
+    fn start_exit(&mut self, why: ExitStatus, lid: u32) -> Option<Vec<(ThreadRef, bool)>> {
+        if self.exit_req.is_some() {
+            return None;
+        }
+        self.exit_req = Some(why);
+        self.refresh_all();
+        Some(self.threads(lid))
+    }
+
+    /// The last LWP exited: the process is over, and so are its zombies.
+    #[cold]
+    fn finish(&mut self) {
+        self.status = Some(self.exit_req.clone().unwrap_or(ExitStatus::Exited(0)));
+        for (_, rec) in std::mem::take(&mut self.lwps) {
+            rec.lwp.reaped.store(true, Ordering::Release);
+        }
+        // The spare refers to the process: let go of it with the rest.
+        self.spare = None;
+        self.nzomb = 0;
+        self.ndetached = 0;
+    }
+
+    /// A new LWP structure: the spare one when there is one (see
+    /// `spare`), else a fresh allocation.
+    fn new_lwp(&mut self, p: &Arc<ProcInner>, lid: u32) -> Arc<Lwp> {
+        if let Some(mut spare) = self.spare.take() {
+            if let Some(l) = Arc::get_mut(&mut spare) {
+                l.reset(lid);
+                return spare;
+            }
+        }
+        Arc::new(Lwp::new(lid, p.clone()))
+    }
+
     /// Recomputes every LWP's interrupt level.
     fn refresh_all(&self) {
         for rec in self.lwps.values() {
@@ -535,16 +606,31 @@ impl ProcState {
         rec.lwp.intr.store(on, Ordering::Release);
     }
 
-    /// Frees a zombie's record (collected or detached).
-    fn free(&mut self, lid: u32) -> LwpRec {
-        let rec = self.lwps.remove(&lid).expect("lwkt: LWP record missing");
+    /// Frees a zombie's record (collected or detached); returns its exit
+    /// value.
+    fn free(&mut self, lid: u32) -> i32 {
+        let i = self.lwps.pos(lid).expect("lwkt: LWP record missing");
+        self.free_at(i)
+    }
+
+    /// [`free`](Self::free) of the record at index `i`.
+    fn free_at(&mut self, i: usize) -> i32 {
+        let (_, mut rec) = if i + 1 == self.lwps.v.len() {
+            self.lwps.v.pop().expect("index checked")
+        } else {
+            self.lwps.v.remove(i)
+        };
         debug_assert_eq!(rec.state, LwpState::Zomb);
         self.nzomb -= 1;
         if rec.detached {
             self.ndetached -= 1;
         }
         rec.lwp.reaped.store(true, Ordering::Release);
-        rec
+        if self.status.is_none() && Arc::get_mut(&mut rec.lwp).is_some() {
+            // Nobody else refers to it: keep it for the next create.
+            self.spare = Some(rec.lwp);
+        }
+        rec.exit_value
     }
 
     /// The threads of live LWPs other than `except`, with whether each is
@@ -560,9 +646,11 @@ impl ProcState {
             .collect()
     }
 
-    /// Undoes a wait's bookkeeping (`lwp_wait1`'s exit path).
-    fn leave_wait(&mut self, me: u32, want: u32) {
-        if want != 0 {
+    /// Undoes a wait's bookkeeping (`lwp_wait1`'s exit path); `slept`:
+    /// the wait counted itself in `nsleep`; `collected`: the wait freed
+    /// its target (no record left to unmark).
+    fn leave_wait(&mut self, me: u32, want: u32, slept: bool, collected: bool) {
+        if want != 0 && !collected {
             if let Some(r) = self.lwps.get_mut(&want) {
                 if r.waiter == me {
                     r.waiter = 0;
@@ -570,6 +658,9 @@ impl ProcState {
             }
         }
         self.nwait -= 1;
+        if slept {
+            self.nsleep -= 1;
+        }
         if let Some(r) = self.lwps.get_mut(&me) {
             r.waiting = false;
             r.waitingfor = 0;
@@ -597,6 +688,57 @@ impl ProcState {
 }
 
 impl Lwp {
+    fn new(lid: u32, proc: Arc<ProcInner>) -> Lwp {
+        Lwp {
+            lid,
+            proc,
+            ctl: SwitchCtl::new(),
+            intr: AtomicBool::new(false),
+            exit_value: AtomicI32::new(0),
+            exited: AtomicBool::new(false),
+            reaped: AtomicBool::new(false),
+            exiting: AtomicBool::new(false),
+            specific: Mutex::new(Vec::new()),
+            has_specific: AtomicBool::new(false),
+            child_lid: AtomicU32::new(0),
+            child_tid: AtomicU64::new(0),
+        }
+    }
+
+    /// Makes a freed LWP's structure (of the same process) new again, as
+    /// `new(lid, proc)` would: reused only through `&mut`, i.e. when
+    /// nobody else can see it (see `ProcState::spare`).
+    fn reset(&mut self, lid: u32) {
+        // Every field named, so that a new one cannot be forgotten here;
+        // the process stays the same.
+        let Lwp {
+            lid: l,
+            proc: _,
+            ctl,
+            intr,
+            exit_value,
+            exited,
+            reaped,
+            exiting,
+            specific,
+            has_specific,
+            child_lid,
+            child_tid,
+        } = self;
+        *l = lid;
+        *ctl = SwitchCtl::new();
+        *intr.get_mut() = false;
+        *exit_value.get_mut() = 0;
+        *exited.get_mut() = false;
+        *reaped.get_mut() = false;
+        *exiting.get_mut() = false;
+        if std::mem::take(has_specific.get_mut()) {
+            *specific = Mutex::new(Vec::new());
+        }
+        *child_lid.get_mut() = 0;
+        *child_tid.get_mut() = 0;
+    }
+
     fn specific(&self) -> MutexGuard<'_, Vec<Option<Box<dyn Slot>>>> {
         self.specific.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -673,7 +815,7 @@ impl Lwp {
             }
             let changed = rec.state != new;
             st.set_state(lid, new);
-            let waiters = changed && st.nwait > 0;
+            let waiters = changed && st.nsleep > 0;
             drop(st);
             if waiters {
                 p.wake_waiters();
@@ -729,19 +871,27 @@ fn lwp_main<F>(td: &mut CurThread, lwp: Arc<Lwp>, f: F)
 where
     F: FnOnce(&mut CurThread) -> i32,
 {
-    let p = lwp.proc.clone();
     {
         let th = td.thread();
         th.swctl.set(&lwp.ctl);
         th.set(tdf::SWCTL);
-        th.lwp_tag.set((p.pid, lwp.lid));
+        th.lwp_tag.set((lwp.proc.pid, lwp.lid));
     }
     lwp.ctl.switched_in(td.cpu());
-    td.set_upcall(Some(lwp.clone()));
+    let raw = Arc::as_ptr(&lwp);
+    // The thread's reference to its LWP is the upcall's.
+    td.set_upcall(Some(lwp));
+    // SAFETY: the upcall reference set just above keeps the structure
+    // alive until `set_upcall(None)` at the very end of this function,
+    // after the last use of `ctx` (and of `p`, borrowed from it); only
+    // this function attaches or detaches an LWP thread's upcall. On the
+    // unwinding path below the upcall stays attached until the thread's
+    // `CurThread` is dropped, after this frame.
+    let ctx: &Lwp = unsafe { &*raw };
+    let p = &ctx.proc;
     // Requests made before the creator registered this thread (it does so
     // right after the spawn) are seen here, or the creator forwards them
     // (see `create`).
-    let ctx = &lwp;
     let r = catch_unwind(AssertUnwindSafe(|| {
         if ctx.intr.load(Ordering::Acquire) {
             ctx.stop_point(td);
@@ -752,8 +902,8 @@ where
     if td.thread().has(tdf::UNWINDING) {
         // The runtime is shutting down and unwinds this stack: account for
         // the LWP and let the unwinding go on.
-        lwp_exited(&p, &lwp, 0, Some(ExitStatus::Cancelled));
-        finish_ctl(td, &lwp);
+        lwp_exited(p, ctx, 0, Some(ExitStatus::Cancelled));
+        finish_ctl(td, ctx);
         if let Err(e) = r {
             resume_unwind(e);
         }
@@ -766,7 +916,7 @@ where
             Err(e) => (
                 0,
                 Some(ExitStatus::Panicked {
-                    lid: Lid(lwp.lid),
+                    lid: Lid(ctx.lid),
                     message: panic_message(&*e),
                 }),
             ),
@@ -774,17 +924,22 @@ where
     };
     // Destructors run while the LWP is still alive (not a zombie yet); a
     // panic in one ends the process like any LWP panic.
-    let d = catch_unwind(AssertUnwindSafe(|| ctx.run_destructors()));
+    let d = if ctx.has_specific.load(Ordering::Relaxed) {
+        catch_unwind(AssertUnwindSafe(|| ctx.run_destructors()))
+    } else {
+        Ok(())
+    };
     let why = match (why, d) {
         (Some(w), _) => Some(w),
         (None, Err(e)) if e.downcast_ref::<LwpExit>().is_none() => Some(ExitStatus::Panicked {
-            lid: Lid(lwp.lid),
+            lid: Lid(ctx.lid),
             message: panic_message(&*e),
         }),
         _ => None,
     };
-    lwp_exited(&p, &lwp, value, why);
-    finish_ctl(td, &lwp);
+    lwp_exited(p, ctx, value, why);
+    finish_ctl(td, ctx);
+    // Last: drops the thread's reference (`ctx` and `p` are not used after).
     td.set_upcall(None);
 }
 
@@ -799,39 +954,28 @@ fn lwp_exited(p: &Arc<ProcInner>, lwp: &Lwp, value: i32, why: Option<ExitStatus>
     lwp.exit_value.store(value, Ordering::Relaxed);
     lwp.exited.store(true, Ordering::Release);
     let mut st = p.lock();
-    let mut others = Vec::new();
-    if let Some(w) = why {
-        if st.exit_req.is_none() {
-            st.exit_req = Some(w);
-            st.refresh_all();
-            others = st.threads(lwp.lid);
-        }
-    }
-    let lid = lwp.lid;
-    if let Some(rec) = st.lwps.get_mut(&lid) {
+    let others = why.and_then(|w| st.start_exit(w, lwp.lid));
+    if let Some(i) = st.lwps.pos(lwp.lid) {
+        let rec = &mut st.lwps.v[i].1;
         rec.exit_value = value;
         rec.thread = None;
         rec.suspend_req = false;
         rec.sigpend = SigSet::EMPTY;
         let detached = rec.detached;
-        st.set_state(lid, LwpState::Zomb);
+        st.set_state_at(i, LwpState::Zomb);
         if detached {
-            st.free(lid);
+            st.free_at(i);
         }
     }
     let finished = st.nlive == 0 && st.status.is_none();
     if finished {
-        st.status = Some(st.exit_req.clone().unwrap_or(ExitStatus::Exited(0)));
-        // The process is gone: so are its zombies.
-        for (_, rec) in std::mem::take(&mut st.lwps) {
-            rec.lwp.reaped.store(true, Ordering::Release);
-        }
-        st.nzomb = 0;
-        st.ndetached = 0;
+        st.finish();
     }
-    let waiters = st.nwait > 0;
+    let waiters = st.nsleep > 0;
     drop(st);
-    kick_exit(others);
+    if let Some(others) = others {
+        kick_exit(others);
+    }
     if waiters {
         p.wake_waiters();
     }
@@ -1061,8 +1205,13 @@ impl Proc {
 
     /// The caller's lid, if it is an LWP of this process.
     fn my_lid(&self, td: &CurThread) -> Option<u32> {
+        self.my_ctx(td).map(|c| c.lid)
+    }
+
+    /// The caller's LWP, if it is one of this process.
+    fn my_ctx<'t>(&self, td: &'t CurThread) -> Option<&'t Lwp> {
         let ctx = current_ctx(td)?;
-        Arc::ptr_eq(&ctx.proc, &self.inner).then_some(ctx.lid)
+        Arc::ptr_eq(&ctx.proc, &self.inner).then_some(ctx)
     }
 
     /// Creates an LWP in this process (`lwp_create`), running `f`; its
@@ -1101,10 +1250,27 @@ impl Proc {
         F: FnOnce(&mut CurThread) -> i32 + Send + 'static,
     {
         let p = &self.inner;
-        let creator = match &via {
-            Via::Td(td) => self.my_lid(td),
-            Via::Handle(_) => None,
+        // The creator's structure, if it is an LWP of this process, and
+        // whether the new thread goes on the caller's own CPU.
+        let (creator_ctx, here) = match &via {
+            Via::Td(td) => (
+                self.my_ctx(td).map(|c| c as *const Lwp),
+                b.thread_builder_cpu_is_here(td),
+            ),
+            Via::Handle(_) => (None, false),
         };
+        // SAFETY: the running LWP's structure is kept alive by its own
+        // thread's upcall reference, which stays attached for as long as
+        // the thread runs its body (only `lwp_main` attaches and detaches
+        // it), and this is that thread, inside its body.
+        let creator_ctx = creator_ctx.map(|c| unsafe { &*c });
+        let creator = creator_ctx.map(|c| c.lid);
+        if here {
+            let Via::Td(td) = via else {
+                unreachable!("only a spawn from a thread is `here`")
+            };
+            return self.create_here(td, b, f, creator_ctx);
+        }
         let lwp;
         {
             let mut st = p.lock();
@@ -1121,18 +1287,7 @@ impl Proc {
                 || st.exit_req.is_some();
             let lid = st.next_lid;
             st.next_lid += 1;
-            lwp = Arc::new(Lwp {
-                lid,
-                proc: p.clone(),
-                ctl: SwitchCtl::new(),
-                intr: AtomicBool::new(false),
-                exit_value: AtomicI32::new(0),
-                exited: AtomicBool::new(false),
-                reaped: AtomicBool::new(false),
-                exiting: AtomicBool::new(false),
-                specific: Mutex::new(Vec::new()),
-                has_specific: AtomicBool::new(false),
-            });
+            lwp = st.new_lwp(p, lid);
             let detached = b.flags.contains(LwpFlags::DETACHED);
             let rec = LwpRec {
                 lwp: lwp.clone(),
@@ -1187,7 +1342,8 @@ impl Proc {
         let mut st = p.lock();
         let stopping = st.stopping;
         let mut forward = false;
-        if let Some(rec) = st.lwps.get_mut(&lid) {
+        if let Some(i) = st.lwps.pos(lid) {
+            let rec = &mut st.lwps.v[i].1;
             // From here on requests reach the thread by upcall. One made
             // since the insert above (the level is set) may have missed
             // it: forward it now (the thread may have passed its first
@@ -1204,14 +1360,112 @@ impl Proc {
                 } else {
                     LwpState::Run
                 };
-                st.set_state(lid, new);
+                st.set_state_at(i, new);
             }
         }
-        let waiters = st.nwait > 0;
+        let waiters = st.nsleep > 0;
         drop(st);
         if forward {
             thread.upcall(true);
         }
+        if waiters {
+            p.wake_waiters();
+        }
+        Ok(Lid(lid))
+    }
+
+    /// `create` of an LWP on the caller's own CPU, in one critical
+    /// section: the thread is spawned under the process lock with
+    /// `spawn_quiet`, which only queues it (it cannot run, and the caller
+    /// cannot be switched out, before the lock is dropped), so the record
+    /// is entered complete (thread and first state) and no request can
+    /// come between the record and its thread. Invariant this relies on:
+    /// nothing in a same-CPU `spawn_quiet` switches or runs user code; the
+    /// preemption it may make due runs after the lock is dropped. The
+    /// price: the spawn (a cached stack, or a fresh mapping) lengthens the
+    /// critical section other CPUs' LWPs of the process may wait on.
+    fn create_here<F>(
+        &self,
+        td: &mut CurThread,
+        b: LwpBuilder,
+        f: F,
+        creator_ctx: Option<&Lwp>,
+    ) -> Result<Lid, LwpError>
+    where
+        F: FnOnce(&mut CurThread) -> i32 + Send + 'static,
+    {
+        let p = &self.inner;
+        let creator = creator_ctx.map(|c| c.lid);
+        let mut st = p.lock();
+        if st.status.is_some() || (st.exit_req.is_some() && creator.is_none()) {
+            return Err(LwpError::Invalid {
+                pid: p.pid,
+                lid: 0,
+                why: "the process has exited or is exiting",
+            });
+        }
+        let creator_stopping = creator
+            .and_then(|c| st.lwps.get(&c))
+            .is_some_and(|r| r.suspend_req)
+            || st.exit_req.is_some();
+        let lid = st.next_lid;
+        st.next_lid += 1;
+        let lwp = st.new_lwp(p, lid);
+        let l2 = lwp.clone();
+        let body = move |td: &mut CurThread| lwp_main(td, l2, f);
+        let jh = match b.thread_builder().spawn_quiet(td, body) {
+            Ok(jh) => jh,
+            Err(e) => {
+                // Nothing entered; the lid stays unused.
+                drop(st);
+                return Err(LwpError::Create {
+                    pid: p.pid,
+                    why: e.to_string(),
+                });
+            }
+        };
+        if let Some(c) = creator_ctx {
+            // The hint `wait` uses (see `Lwp::child_lid`).
+            c.child_lid.store(lid, Ordering::Relaxed);
+            c.child_tid.store(jh.id().as_u64(), Ordering::Relaxed);
+        }
+        let detached = b.flags.contains(LwpFlags::DETACHED);
+        let suspend_req = b.flags.contains(LwpFlags::SUSPENDED) || creator_stopping;
+        // IDL, then at once the state `create` would give it next.
+        let state = if suspend_req {
+            LwpState::Suspended
+        } else if st.stopping {
+            LwpState::Stop
+        } else {
+            LwpState::Run
+        };
+        let tid = jh.id().as_u64();
+        let rec = LwpRec {
+            lwp,
+            state,
+            detached,
+            suspend_req,
+            waiter: 0,
+            waiting: false,
+            waitingfor: 0,
+            exit_value: 0,
+            sigpend: SigSet::EMPTY,
+            thread: Some(jh.into_thread()),
+        };
+        st.refresh(&rec);
+        st.lwps.insert(lid, rec);
+        st.nlive += 1;
+        if state == LwpState::Run {
+            st.nrun += 1;
+        }
+        if detached {
+            st.ndetached += 1;
+        }
+        crate::thread::trace::lwp_state(p.pid, lid, 0, LwpState::Idl.netbsd());
+        crate::thread::trace::lwp_state(p.pid, lid, tid, state.netbsd());
+        let waiters = st.nsleep > 0;
+        drop(st);
+        td.preempt_point();
         if waiters {
             p.wake_waiters();
         }
@@ -1249,13 +1503,46 @@ impl Proc {
     #[doc(alias = "lwp_wait")]
     pub fn wait(&self, td: &mut CurThread, lid: Option<Lid>) -> Result<(Lid, i32), LwpError> {
         let p = &self.inner;
-        let Some(me) = self.my_lid(td) else {
+        let Some(ctx) = self.my_ctx(td) else {
             return Err(LwpError::NotInProcess { pid: p.pid });
         };
+        let me = ctx.lid;
         let want = lid.map_or(0, |l| l.0);
+        // Waiting for the LWP we just created, which is usually queued
+        // right behind us and only needs a turn to finish: when it is the
+        // very next to run here, give it that turn now, by handoff (one
+        // turn only: it cannot keep us off the CPU, and we stay an
+        // ordinary thread that requests and signals reach at the switch
+        // point that follows). Running it before we announce the wait is
+        // no different from having been switched out just before `wait`.
+        if want != 0 && ctx.child_lid.load(Ordering::Relaxed) == want {
+            let tid = ThreadId::from_raw(ctx.child_tid.load(Ordering::Relaxed));
+            td.run_if_next(tid);
+        }
         {
-            // Announce ourselves and look once, under one lock.
             let mut st = p.lock();
+            if want != 0 && want != me {
+                // The target already a zombie: collect it at once. This is
+                // what the full pass below decides in that case (a zombie
+                // waits for nobody, so no deadlock; a detached target is
+                // no candidate, left to it), minus announcing a wait that
+                // would be undone in the same critical section.
+                if let Some(i) = st.lwps.pos(want) {
+                    let rec = &st.lwps.v[i].1;
+                    if rec.state == LwpState::Zomb && !rec.detached {
+                        debug_assert!(!rec.waiting);
+                        let v = st.free_at(i);
+                        // Other waiters for it must look again (ESRCH).
+                        let others = st.nsleep > 0;
+                        drop(st);
+                        if others {
+                            p.wake_waiters();
+                        }
+                        return Ok((Lid(want), v));
+                    }
+                }
+            }
+            // Announce ourselves and look once, under the same lock.
             st.nwait += 1;
             let r = st
                 .lwps
@@ -1264,16 +1551,17 @@ impl Proc {
             r.waiting = true;
             r.waitingfor = want;
             if let Some(r) = self.try_collect(&mut st, me, want) {
-                return self.wait_done(st, me, want, r);
+                return self.wait_done(st, me, want, false, r);
             }
         }
         // Undone on every way out below, unwinding included (an exit
         // request can unwind the LWP from inside a switch point here).
         let mut leave = WaitGuard {
-            p: p.clone(),
+            p,
             me,
             want,
             armed: true,
+            slept: false,
         };
         // A new LWP on this CPU is usually queued behind us and only needs
         // a turn to finish: give it one before paying for a sleep.
@@ -1286,11 +1574,17 @@ impl Proc {
             let mut st = p.lock();
             if let Some(r) = self.try_collect(&mut st, me, want) {
                 leave.armed = false;
-                let out = self.wait_done(st, me, want, r);
+                let out = self.wait_done(st, me, want, leave.slept, r);
                 if interlocked {
                     td.sleep_remove();
                 }
                 return out;
+            }
+            if interlocked && !leave.slept {
+                // From now on we may be asleep: changes must wake us (see
+                // `ProcState::nsleep`).
+                st.nsleep += 1;
+                leave.slept = true;
             }
             drop(st);
             if !interlocked {
@@ -1335,10 +1629,12 @@ impl Proc {
         mut st: MutexGuard<'_, ProcState>,
         me: u32,
         want: u32,
+        slept: bool,
         r: Result<(Lid, i32), LwpError>,
     ) -> Result<(Lid, i32), LwpError> {
-        st.leave_wait(me, want);
-        let others = st.nwait > 0;
+        let collected = matches!(r, Ok((l, _)) if l.0 == want);
+        st.leave_wait(me, want, slept, collected);
+        let others = st.nsleep > 0;
         drop(st);
         if others {
             self.inner.wake_waiters();
@@ -1364,7 +1660,8 @@ impl Proc {
         };
         let mut nfound = 0;
         let mut found = None;
-        for (&l2, rec) in st.lwps.iter_mut() {
+        for (i, (l2, rec)) in st.lwps.v.iter_mut().enumerate() {
+            let l2 = *l2;
             if want != 0 && l2 == want && rec.waiting && rec.waitingfor == me {
                 return deadlock(if l2 == me {
                     "an LWP cannot wait for itself"
@@ -1389,13 +1686,13 @@ impl Proc {
             }
             nfound += 1;
             if rec.state == LwpState::Zomb {
-                found = Some(l2);
+                found = Some((i, l2));
                 break;
             }
         }
-        if let Some(l2) = found {
-            let rec = st.free(l2);
-            return Some(Ok((Lid(l2), rec.exit_value)));
+        if let Some((i, l2)) = found {
+            let v = st.free_at(i);
+            return Some(Ok((Lid(l2), v)));
         }
         if nfound == 0 {
             return Some(Err(LwpError::NoSuchLwp { pid, lid: want }));
@@ -1800,21 +2097,23 @@ impl Proc {
 }
 
 /// Undoes a `wait`'s bookkeeping (`lwp_wait1`'s exit path).
-struct WaitGuard {
-    p: Arc<ProcInner>,
+struct WaitGuard<'a> {
+    p: &'a ProcInner,
     me: u32,
     want: u32,
     armed: bool,
+    /// Counted in `nsleep`.
+    slept: bool,
 }
 
-impl Drop for WaitGuard {
+impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         if !self.armed {
             return;
         }
         let mut st = self.p.lock();
-        st.leave_wait(self.me, self.want);
-        let others = st.nwait > 0;
+        st.leave_wait(self.me, self.want, self.slept, false);
+        let others = st.nsleep > 0;
         drop(st);
         if others {
             self.p.wake_waiters();

@@ -148,6 +148,7 @@ impl CurThread {
     }
 
     /// Attaches (or removes) the upper layer's hook.
+    #[inline]
     pub(crate) fn set_upcall(&mut self, u: Option<Arc<dyn Upcall>>) {
         self.upcall = u;
     }
@@ -290,6 +291,46 @@ impl CurThread {
     pub fn yield_now(&mut self) {
         self.core().yield_cur(self.t, self.thread());
         self.switch_point();
+    }
+
+    /// Gives thread `tid` its turn now if it is the very next thread
+    /// this CPU would run (first in its run queue): it runs right here by
+    /// handoff (see `Core::handoff`), as `JoinHandle::join` does, until it
+    /// switches out for any reason (exit, yield, sleep). Then, as after a
+    /// yield, the caller goes behind the peers of its priority that were
+    /// waiting, and passes a switch point. Returns false, doing nothing,
+    /// when `tid` is not that thread (on another CPU, not queued, not
+    /// first, or gone): the caller then decides whether to yield.
+    ///
+    /// For upper layers that wait for a thread they just made runnable
+    /// (the LWP layer's `wait`): one switch each way instead of two, and
+    /// never more than one turn of that thread, so a thread that yields or
+    /// sleeps cannot keep the caller off its CPU. Thread ids are never
+    /// reused, so a stale id only makes this return false.
+    pub(crate) fn run_if_next(&mut self, tid: ThreadId) -> bool {
+        let core = self.core();
+        let Some(b) = core.runq.first() else {
+            return false;
+        };
+        // SAFETY: `b` is queued on this CPU: alive, and owned by this CPU.
+        if unsafe { b.td() }.tid.get() != tid.as_u64() {
+            return false;
+        }
+        if !core.handoff(self.t, self.thread(), b) {
+            return false;
+        }
+        if core.runq.has_at_least(self.thread().pri.get()) {
+            self.core().yield_cur(self.t, self.thread());
+        }
+        self.switch_point();
+        true
+    }
+
+    /// Runs a preemption made due meanwhile (see
+    /// `ThreadBuilder::spawn_quiet`), if one is.
+    #[inline]
+    pub(crate) fn preempt_point(&mut self) {
+        self.core().preempt_check();
     }
 
     /// Switches only if a reschedule is wanted: a higher-priority thread is

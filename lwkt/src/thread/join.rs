@@ -363,4 +363,11 @@ impl<T: Send + 'static> JoinHandle<T> {
     pub fn thread(&self) -> ThreadRef {
         ThreadRef::from_packet(self.packet.clone() as Arc<dyn CtlOwner>)
     }
+
+    /// [`thread`](Self::thread), giving up the handle (detaching the
+    /// thread) without touching the reference count: the handle's
+    /// reference becomes the `ThreadRef`'s.
+    pub(crate) fn into_thread(self) -> ThreadRef {
+        ThreadRef::from_packet(self.packet as Arc<dyn CtlOwner>)
+    }
 }

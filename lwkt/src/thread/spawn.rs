@@ -118,6 +118,35 @@ impl ThreadBuilder {
         F: FnOnce(&mut CurThread) -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.spawn_inner(td, f, true)
+    }
+
+    /// [`spawn`](Self::spawn) that never switches the caller out: a new
+    /// thread on the caller's own CPU is only queued, and cannot run
+    /// before the caller next switches; a preemption it makes due is left
+    /// for the caller's [`CurThread::preempt_point`]. For an upper layer
+    /// that registers the thread under its own lock before it may run
+    /// (the LWP layer's `create`). A thread placed on another CPU may run
+    /// at once, as with `spawn`.
+    pub(crate) fn spawn_quiet<F, T>(self, td: &mut CurThread, f: F) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce(&mut CurThread) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.spawn_inner(td, f, false)
+    }
+
+    #[inline(always)]
+    fn spawn_inner<F, T>(
+        self,
+        td: &mut CurThread,
+        f: F,
+        preempt: bool,
+    ) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce(&mut CurThread) -> T + Send + 'static,
+        T: Send + 'static,
+    {
         let core = td.core();
         let plan = self.plan(&core.machine)?;
         let target = self.cpu.unwrap_or(core.id);
@@ -132,7 +161,9 @@ impl ThreadBuilder {
         if target == core.id {
             create_thread(core, stack, tid, pri, intthread, name, f, packet);
             // Making an interrupt thread runnable here may preempt us now.
-            core.preempt_check();
+            if preempt {
+                core.preempt_check();
+            }
         } else {
             let pending = Unstarted::new(packet);
             core.send(
