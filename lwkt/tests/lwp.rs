@@ -19,10 +19,23 @@ fn rt(n: usize) -> Runtime {
 
 /// Runs `f` as the first LWP of a new process on a fresh runtime and
 /// returns the process's status.
+#[must_use = "assert the status: a panic inside the LWP shows only there"]
 fn in_proc(cpus: usize, f: impl FnOnce(&mut CurThread) -> i32 + Send + 'static) -> ExitStatus {
     let rt = rt(cpus);
     let h = Proc::spawn_from(&rt.handle(), f).unwrap();
     h.join_blocking()
+}
+
+/// [`in_proc`] for a body that must end the process normally: fails the
+/// test with the status otherwise (a panic inside the LWP shows only
+/// there).
+fn in_proc_ok(cpus: usize, f: impl FnOnce(&mut CurThread) -> i32 + Send + 'static) {
+    let st = in_proc(cpus, f);
+    assert_eq!(
+        st,
+        ExitStatus::Exited(0),
+        "the process did not end normally"
+    );
 }
 
 /// Yields until `cond` holds (or panics after 10 s).
@@ -356,7 +369,7 @@ fn non_lwp_callers_get_eperm_for_wait() {
 #[test]
 fn any_wait_skips_lwps_with_a_specific_waiter() {
     bounded(30, "skip", || {
-        in_proc(2, |td| {
+        in_proc_ok(2, |td| {
             let p = td.proc().unwrap();
             let go = Arc::new(AtomicBool::new(false));
             let g = go.clone();
@@ -455,7 +468,7 @@ fn suspended_lwp_holds_no_token_across_cpus() {
 #[test]
 fn suspend_kicks_an_interruptible_sleeper_and_resume_is_noop_otherwise() {
     bounded(30, "kick", || {
-        in_proc(2, |td| {
+        in_proc_ok(2, |td| {
             let p = td.proc().unwrap();
             let out = Arc::new(Mutex::new(None));
             let o2 = out.clone();
@@ -492,7 +505,7 @@ fn suspend_kicks_an_interruptible_sleeper_and_resume_is_noop_otherwise() {
 #[test]
 fn created_suspended_runs_only_after_resume() {
     bounded(30, "created suspended", || {
-        in_proc(2, |td| {
+        in_proc_ok(2, |td| {
             let p = td.proc().unwrap();
             let ran = Arc::new(AtomicBool::new(false));
             let r2 = ran.clone();
@@ -520,7 +533,7 @@ fn created_suspended_runs_only_after_resume() {
 #[test]
 fn detach_frees_a_zombie_at_once() {
     bounded(30, "detach zombie", || {
-        in_proc(1, |td| {
+        in_proc_ok(1, |td| {
             let p = td.proc().unwrap();
             let t = p.create_lwp(td, LwpBuilder::new(), |_| 1).unwrap();
             let r = p.lwp_ref(t).unwrap();
@@ -742,7 +755,7 @@ fn stop_and_cont_a_whole_process() {
 #[test]
 fn a_suspended_lwp_stays_suspended_across_stop_and_cont() {
     bounded(30, "suspend+stop", || {
-        in_proc(2, |td| {
+        in_proc_ok(2, |td| {
             let p = td.proc().unwrap();
             let stop = Arc::new(AtomicBool::new(false));
             let t = p
@@ -773,7 +786,7 @@ fn a_suspended_lwp_stays_suspended_across_stop_and_cont() {
 #[test]
 fn signals_interrupt_sleeps_until_taken() {
     bounded(30, "signals", || {
-        in_proc(1, |td| {
+        in_proc_ok(1, |td| {
             let p = td.proc().unwrap();
             assert!(td.sigpending().is_empty());
             p.signal(Signal::USR1);
@@ -814,7 +827,7 @@ static AGAIN: Key<u32> = Key::with_destructor(|v| LOG.lock().unwrap().push(forma
 #[test]
 fn keys_destructors_run_at_exit_in_rounds() {
     bounded(30, "keys", || {
-        in_proc(2, |td| {
+        in_proc_ok(2, |td| {
             let p = td.proc().unwrap();
             let t = p
                 .create_lwp(td, LwpBuilder::new().cpu(1), |td| {
@@ -839,7 +852,7 @@ fn keys_destructors_run_at_exit_in_rounds() {
 #[test]
 fn lwpctl_tracks_cpu_and_switches() {
     bounded(30, "lwpctl", || {
-        in_proc(2, |td| {
+        in_proc_ok(2, |td| {
             let p = td.proc().unwrap();
             let t = p
                 .create_lwp(td, LwpBuilder::new().cpu(1), |td| {
@@ -857,6 +870,34 @@ fn lwpctl_tracks_cpu_and_switches() {
             let r = p.lwp_ref(t).unwrap();
             p.wait(td, Some(t)).unwrap();
             assert_eq!(r.ctl().cpu(), LwpCpu::Exited);
+            0
+        })
+    });
+}
+
+/// Yields to one peer are handoffs (the yielder runs the peer on its own
+/// stack): the yielder's `lwpctl` block still counts each as a switch and
+/// says it is off the CPU meanwhile.
+#[test]
+fn lwpctl_counts_yield_handoffs() {
+    bounded(30, "lwpctl handoff", || {
+        in_proc_ok(1, |td| {
+            let c = td.lwpctl().unwrap();
+            let ctl = c.clone();
+            let peer = td.spawn(move |td| {
+                for _ in 0..10 {
+                    // The LWP handed off to us: it is not on a CPU.
+                    assert_eq!(ctl.cpu(), LwpCpu::None);
+                    td.yield_now();
+                }
+            });
+            let before = c.switches();
+            for _ in 0..10 {
+                td.yield_now();
+            }
+            assert!(c.switches().wrapping_sub(before) >= 10, "switches");
+            assert_eq!(c.cpu(), LwpCpu::On(0));
+            peer.join(td).unwrap();
             0
         })
     });
@@ -887,7 +928,7 @@ fn ps_lists_pid_and_lid() {
         assert!(me.to_string().contains(&format!("{}.1", h.pid())));
         let lw = h.proc().lwps();
         assert_eq!(lw[0].state, LwpState::Sleep);
-        h.join_blocking();
+        assert_eq!(h.join_blocking(), ExitStatus::Exited(0));
     });
 }
 
@@ -1189,7 +1230,7 @@ fn stress_one(seed: u64) {
 fn two_waiters_on_one_target_across_cpus() {
     for round in 0..20 {
         bounded(30, &format!("two waiters {round}"), || {
-            in_proc(2, |td| {
+            in_proc_ok(2, |td| {
                 let p = td.proc().unwrap();
                 let go = Arc::new(AtomicBool::new(false));
                 let g = go.clone();
@@ -1236,7 +1277,7 @@ fn two_waiters_on_one_target_across_cpus() {
 #[test]
 fn detach_while_waited_for_gives_esrch() {
     bounded(30, "wait vs detach", || {
-        in_proc(2, |td| {
+        in_proc_ok(2, |td| {
             let p = td.proc().unwrap();
             let go = Arc::new(AtomicBool::new(false));
             let g = go.clone();
@@ -1274,7 +1315,7 @@ fn detach_while_waited_for_gives_esrch() {
 #[test]
 fn start_state_follows_the_process_and_the_creator() {
     bounded(30, "start states", || {
-        in_proc(2, |td| {
+        in_proc_ok(2, |td| {
             let p = td.proc().unwrap();
             // Stopped process: a helper on CPU 1 stops it, creates, then
             // looks at the new LWP's state before continuing.
@@ -1433,7 +1474,7 @@ static SEEN: Key<u32> = Key::new();
 #[test]
 fn freed_lwp_structures_are_reused_only_when_unreferenced() {
     bounded(30, "reuse", || {
-        in_proc(1, |td| {
+        in_proc_ok(1, |td| {
             let p = td.proc().unwrap();
             let a = p
                 .create_lwp(td, LwpBuilder::new(), |td| {
@@ -1469,6 +1510,64 @@ fn freed_lwp_structures_are_reused_only_when_unreferenced() {
                 assert!(ra.is_freed());
                 assert_eq!(ra.ctl().cpu(), LwpCpu::Exited);
             }
+            0
+        })
+    });
+}
+
+/// The waiter of an LWP that gets detached is done waiting (its wait ends
+/// with `ESRCH`) even before it runs again: an LWP that then waits for
+/// that waiter is not in a deadlock. Here the first waiter cannot run for
+/// a while (a plain thread holds its CPU without a switch point), so the
+/// second wait looks while the first is still marked as waiting.
+#[test]
+fn a_wait_ended_by_detach_is_no_deadlock_before_the_waiter_runs() {
+    bounded(30, "detach ends wait", || {
+        in_proc_ok(2, |td| {
+            let p = td.proc().unwrap();
+            let go = Arc::new(AtomicBool::new(false));
+            let target = p
+                .create_lwp(td, LwpBuilder::new(), spinner(go.clone()))
+                .unwrap();
+            let out = Arc::new(Mutex::new(None));
+            let (p2, o2) = (p.clone(), out.clone());
+            let w = p
+                .create_lwp(td, LwpBuilder::new().cpu(1), move |td| {
+                    *o2.lock().unwrap() = Some(p2.wait(td, Some(target)).map_err(|e| e.errno()));
+                    0
+                })
+                .unwrap();
+            yield_until(td, "the waiter asleep", || {
+                p.state(w) == Some(LwpState::Sleep)
+            });
+            // Hold CPU 1 without a switch point for 200 ms.
+            let (hogging, release) = (
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(false)),
+            );
+            let (h2, r2) = (hogging.clone(), release.clone());
+            let hog = lwkt::ThreadBuilder::new()
+                .cpu(1)
+                .spawn(td, move |_| {
+                    h2.store(true, Ordering::Release);
+                    while !r2.load(Ordering::Acquire) {
+                        std::hint::spin_loop();
+                    }
+                })
+                .unwrap();
+            yield_until(td, "the hog running", || hogging.load(Ordering::Acquire));
+            let timer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                release.store(true, Ordering::Release);
+            });
+            p.detach(target).unwrap();
+            // `w` is still marked as waiting; the only other live LWP is
+            // detached. Not a deadlock: `w` will return.
+            assert_eq!(p.wait(td, Some(w)).unwrap(), (w, 0));
+            assert_eq!(out.lock().unwrap().take(), Some(Err(LwpError::ESRCH)));
+            go.store(true, Ordering::Release);
+            hog.join(td).unwrap();
+            timer.join().unwrap();
             0
         })
     });

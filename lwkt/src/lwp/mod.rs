@@ -667,6 +667,27 @@ impl ProcState {
         }
     }
 
+    /// The waiting LWPs whose wait cannot end without some other LWP
+    /// exiting: `me` (deciding now), and every other waiter except those
+    /// whose next look will end their wait without one: a target that is
+    /// gone or detached (`ESRCH`) or that waits for them (`EDEADLK`), or,
+    /// for a wait for any LWP, no undetached LWP left but themselves.
+    fn blocked_waiters(&self, me: u32) -> usize {
+        let over = |w: u32, want: u32| {
+            if want != 0 {
+                self.lwps
+                    .get(&want)
+                    .map_or(true, |t| t.detached || (t.waiting && t.waitingfor == w))
+            } else {
+                !self.lwps.iter().any(|(&l2, r)| l2 != w && !r.detached)
+            }
+        };
+        self.lwps
+            .iter()
+            .filter(|&(&w, r)| r.waiting && (w == me || !over(w, r.waitingfor)))
+            .count()
+    }
+
     /// Whether following "waiting for" links from `from` comes back to
     /// `me` (a wait cycle of any length).
     fn cycle(&self, from: u32, me: u32) -> bool {
@@ -1703,7 +1724,11 @@ impl Proc {
         if want != 0 && st.cycle(want, me) {
             return deadlock("the wait would close a cycle of waiting LWPs");
         }
-        if (st.nrun + st.nzomb) as i64 - st.ndetached as i64 <= st.nwait as i64 {
+        let live = (st.nrun + st.nzomb) as i64 - st.ndetached as i64;
+        // `nwait` also counts waiters whose wait is already over but who
+        // have not run since (a detach ended it): only a real deadlock,
+        // counted without them, fails the wait. The recount is rare.
+        if live <= st.nwait as i64 && live <= st.blocked_waiters(me) as i64 {
             return deadlock("every other live LWP is waiting");
         }
         None
