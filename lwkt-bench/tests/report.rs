@@ -7,12 +7,15 @@
 //! environment variable is set (`.ci/run` sets it after installing
 //! Chromium): then a missing browser fails the test.
 
+#[path = "../../lwkt/tests/common/browser.rs"]
+mod browser;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The benchmarks the report is made from: cheap ones.
 const BENCHES: [&str; 2] = ["yield_pingpong", "spawn_join"];
@@ -144,42 +147,6 @@ fn report_has_one_drawn_chart_per_bench() {
     assert!(check_page(&empty, &BENCHES).is_err());
 }
 
-/// Whether the `CI` environment variable asks for every check to run.
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// A browser that runs: the first of the usual names on `PATH` whose
-/// `--version` succeeds (Ubuntu's `chromium-browser` can be a stub that
-/// only asks for the snap).
-fn find_browser() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    for name in [
-        "chromium",
-        "chromium-browser",
-        "google-chrome",
-        "google-chrome-stable",
-    ] {
-        for dir in std::env::split_paths(&path) {
-            let exe = dir.join(name);
-            if !exe.is_file() {
-                continue;
-            }
-            let ok = Command::new(&exe)
-                .arg("--version")
-                .stdin(Stdio::null())
-                .output()
-                .is_ok_and(|o| {
-                    o.status.success() && String::from_utf8_lossy(&o.stdout).contains("Chrom")
-                });
-            if ok {
-                return Some(exe);
-            }
-        }
-    }
-    None
-}
-
 /// Script added to a copy of the page: once the page has loaded, it
 /// measures every chart as the browser laid it out and writes what it
 /// found, as JSON, into a `<pre id="render-check">` for `--dump-dom`.
@@ -227,49 +194,19 @@ fn render_check(browser: &Path, html: &str, expected: &[&str]) -> Result<(), Str
     let with_probe = html.replacen("</body>", &format!("{PROBE}</body>"), 1);
     std::fs::write(&probe_page, with_probe).unwrap();
     let profile = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chromium-profile-{id}"));
-    let mut child = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
+    let dom = browser::dump_dom(
+        browser,
+        &format!("file://{}", probe_page.display()),
+        &[
             "--hide-scrollbars",
             "--window-size=1280,1024",
             "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
-        .arg(format!("file://{}", probe_page.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", browser.display()))?;
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err("the browser did not finish within 90 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let dom = reader.join().unwrap();
+        ],
+        &profile,
+        Duration::from_secs(90),
+    );
     let _ = std::fs::remove_file(&probe_page);
-    let _ = std::fs::remove_dir_all(&profile);
-    if !status.success() {
-        return Err(format!("the browser exited with {status}"));
-    }
+    let dom = dom?;
     let start = dom
         .find("<pre id=\"render-check\">")
         .ok_or("the page did not load (no probe result in the DOM)")?
@@ -309,9 +246,9 @@ fn render_check(browser: &Path, html: &str, expected: &[&str]) -> Result<(), Str
 
 #[test]
 fn report_renders_in_headless_chromium() {
-    let Some(browser) = find_browser() else {
+    let Some(browser) = browser::find_browser() else {
         assert!(
-            !in_ci(),
+            !browser::in_ci(),
             "CI is set but no working chromium, chromium-browser or google-chrome is \
              installed: the report's render check cannot run (.ci/run installs chromium)"
         );

@@ -11,13 +11,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::bounded;
+use common::browser::{self, find_browser, in_ci};
 use lwkt::{Runtime, Sleep, ThreadBuilder, Token};
 
 fn loopback() -> SocketAddr {
@@ -349,83 +349,19 @@ fn stop_closes_the_socket_and_runtime_drop_ends_the_server() {
 
 // ---------------------------------------------------------------- browser
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// A browser that runs (see lwkt-bench's report test for the same probe).
-fn find_browser() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    for name in [
-        "chromium",
-        "chromium-browser",
-        "google-chrome",
-        "google-chrome-stable",
-    ] {
-        for dir in std::env::split_paths(&path) {
-            let exe = dir.join(name);
-            if !exe.is_file() {
-                continue;
-            }
-            let ok = Command::new(&exe)
-                .arg("--version")
-                .stdin(Stdio::null())
-                .output()
-                .is_ok_and(|o| {
-                    o.status.success() && String::from_utf8_lossy(&o.stdout).contains("Chrom")
-                });
-            if ok {
-                return Some(exe);
-            }
-        }
-    }
-    None
-}
-
 /// Loads `url` in headless `browser` and returns the DOM after its scripts
 /// ran for a few (virtual) seconds.
 fn dump_dom(browser: &Path, url: &str, run: usize) -> String {
     let profile = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("introspect-chromium-{}-{run}", std::process::id()));
-    let mut child = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--virtual-time-budget=3000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", browser.display()));
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the browser did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let dom = reader.join().unwrap();
-    let _ = std::fs::remove_dir_all(&profile);
-    assert!(status.success(), "the browser exited with {status}");
-    dom
+    browser::dump_dom(
+        browser,
+        url,
+        &["--virtual-time-budget=3000"],
+        &profile,
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The number in the element with id `id`.

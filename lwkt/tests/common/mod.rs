@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 //! Shared test helpers.
 
+pub mod browser;
 use std::sync::mpsc;
 use std::time::Duration;
 
