@@ -397,8 +397,8 @@ fn full_buffer_drops_and_counts() {
             "keeps the first events"
         );
         assert_eq!(data.capacity_per_cpu(), lwkt::MIN_TRACE_EVENTS);
-        // 200 yields are 400 switch events at least.
-        assert!(data.dropped() >= 400 - 16, "dropped {}", data.dropped());
+        // 200 yields are 200 switch events at least (one per switch).
+        assert!(data.dropped() >= 200 - 16, "dropped {}", data.dropped());
         let doc: Value = serde_json::from_slice(&data.to_chrome_json()).unwrap();
         assert_eq!(doc["otherData"]["dropped_events"], data.dropped());
     });
