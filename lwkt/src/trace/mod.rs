@@ -226,8 +226,9 @@ pub(crate) const NO_CPU: u16 = u16::MAX;
 
 /// Records an event at an event site: one predictable branch on the CPU's
 /// owner-only switch when tracing is off; the recording itself is out of
-/// line. `trace_event!(core, method(args))` calls `core.method(args)`,
-/// one of the `tr_*` methods in `sched/tracepoints.rs`.
+/// line, except at the two switch sites (see `sched/tracepoints.rs`).
+/// `trace_event!(core, method(args))` calls `core.method(args)`, one of
+/// the `tr_*` methods in `sched/tracepoints.rs`.
 macro_rules! trace_event {
     ($core:expr, $f:ident($($a:expr),* $(,)?)) => {
         if $core.trace.on() {
