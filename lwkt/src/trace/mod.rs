@@ -56,7 +56,9 @@
 //! capture stops: a stretch the CPU spent in the loop without running
 //! a thread is never attributed to the thread that ran before it, beyond
 //! the loop work that records nothing (a due-timer pass with nothing due,
-//! a poll of the fds that woke nobody).
+//! a poll of the fds that woke nobody). A capture read while it runs
+//! (`Trace::data`) lacks the switch-out a CPU still keeps: its last
+//! thread shows as running to the end of the capture.
 
 pub(crate) mod clock;
 pub(crate) mod export;
