@@ -9,7 +9,12 @@
 //! new events are dropped and counted (`dropped`), not written over the
 //! oldest, so reading needs no lock and cannot tear, whether the CPU still
 //! records or not. A new capture gets new buffers; readers of the old ones
-//! keep them alive (`Arc`).
+//! keep them alive (`Arc`). The buffer's string table (wait messages of
+//! switch events, [`RingBuf::intern`]) and thread names are behind
+//! mutexes, taken by the writer only off the hot path (a sleep, park or
+//! token-wait switch; a spawn) and by the exporter. The switch-out the
+//! CPU loop keeps for its next switch-in is owner-only state in
+//! [`CoreTrace`].
 //!
 //! Policy: keep the first events of a capture, drop (and count) the rest.
 //! For a "what happened since I pressed start" capture this keeps the
@@ -141,6 +146,8 @@ impl RingBuf {
         }
     }
 
+    /// [`intern`](Self::intern) of a non-empty string: looks it up, or
+    /// adds it, under the table's mutex.
     #[cold]
     #[inline(never)]
     fn intern_slow(&self, s: &'static str) -> u32 {
