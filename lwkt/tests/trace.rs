@@ -397,12 +397,69 @@ fn full_buffer_drops_and_counts() {
             "keeps the first events"
         );
         assert_eq!(data.capacity_per_cpu(), lwkt::MIN_TRACE_EVENTS);
-        // 200 yields are 200 switches at least (two yielding threads hand
-        // the CPU straight to each other: one switch per yield), each
-        // recorded, and the buffer holds 16.
+        // 200 yields are 200 switch events at least (one per switch; two
+        // yielding threads hand the CPU straight to each other, one switch
+        // per yield).
         assert!(data.dropped() >= 200 - 16, "dropped {}", data.dropped());
         let doc: Value = serde_json::from_slice(&data.to_chrome_json()).unwrap();
         assert_eq!(doc["otherData"]["dropped_events"], data.dropped());
+    });
+}
+
+/// A switch is one event: two threads yielding to each other on one CPU
+/// record one event per yield (plus a few for the spawn, the join and the
+/// exits), and on the CPU track each yield ends one slice exactly where
+/// the next starts.
+#[test]
+fn a_yield_is_one_event() {
+    const N: usize = 200;
+    bounded(30, "trace yields", || {
+        let rt = Runtime::builder().cpus(1).build().unwrap();
+        let trace = rt.trace();
+        trace.start().unwrap();
+        rt.block_on(|td| {
+            let other = ThreadBuilder::new()
+                .name("other")
+                .spawn(td, |td| {
+                    for _ in 0..N {
+                        td.yield_now();
+                    }
+                })
+                .unwrap();
+            for _ in 0..N {
+                td.yield_now();
+            }
+            other.join(td).unwrap();
+        });
+        let data = trace.stop();
+        assert_eq!(data.dropped(), 0);
+        let n = data.events();
+        assert!(
+            (2 * N..2 * N + 24).contains(&n),
+            "{n} events for {} yields",
+            2 * N
+        );
+        let doc: Value = serde_json::from_slice(&data.to_chrome_json()).unwrap();
+        let cpu0 = track(&doc, "thread_name", "cpu 0");
+        let mut runs: Vec<&Value> = slices(&doc, cpu0)
+            .into_iter()
+            .filter(|s| s["cat"] == "sched")
+            .collect();
+        runs.sort_by(|a, b| ts(a).total_cmp(&ts(b)));
+        let yields: Vec<_> = runs
+            .windows(2)
+            .filter(|w| w[0]["args"]["switch_out"] == "yield")
+            .collect();
+        assert!(yields.len() >= 2 * N - 2, "{} yield slices", yields.len());
+        for w in yields {
+            assert_ne!(w[0]["name"], w[1]["name"], "a yield switches threads");
+            assert!(
+                (end(w[0]) - ts(w[1])).abs() < 1e-3,
+                "the slice after a yield starts where it ends: {} / {}",
+                w[0],
+                w[1]
+            );
+        }
     });
 }
 

@@ -6,7 +6,8 @@
 //!
 //! * `ns_per_event` (ns): `yield_pingpong`'s loop (two threads on one CPU
 //!   yielding to each other); (time on - time off) / events recorded. A
-//!   yield records two events (the switch out and the switch in).
+//!   yield records one event (the switch: the thread that stops, why, the
+//!   thread that starts; one clock reading).
 //! * `yield_slowdown` (x): that loop's time on / time off.
 //! * `cross_cpu_slowdown` (x): `cross_cpu_pingpong`'s loop (a thread on
 //!   CPU 0 and one on CPU 1 waking each other through a shared sequence)

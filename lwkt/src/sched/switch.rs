@@ -112,6 +112,8 @@ impl Core {
                 None => self.token_wait(),
             }
         }
+        // The last switch-out the loop kept, before the threads unwind.
+        self.trace.flush();
         self.cancel_all();
         self.leave();
     }
@@ -237,7 +239,8 @@ impl Core {
             tr_switch_out(
                 td,
                 f,
-                matches!(res, corosensei::CoroutineResult::Return(()))
+                matches!(res, corosensei::CoroutineResult::Return(())),
+                back
             )
         );
         match res {
@@ -308,6 +311,8 @@ impl Core {
     /// FIFOs itself (the attention bits are then left for the next pass).
     #[cold]
     fn idle(&self) -> bool {
+        // The thread that ran last stopped before the idle stretch.
+        self.trace.flush();
         let mb = &self.remote().mailbox;
         let deadline = self.timers.next_deadline();
         let start = Instant::now();
@@ -367,6 +372,7 @@ impl Core {
     /// with backoff, then nap briefly (a release sends no message).
     #[cold]
     fn token_wait(&self) {
+        self.trace.flush();
         let n = self.token_waits.get();
         self.token_waits.set(n.saturating_add(1));
         if n < 64 {

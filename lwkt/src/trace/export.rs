@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 
 use super::clock::Anchor;
 use super::ring::RingBuf;
-use super::{ipi, kind, reason, wake, NO_CPU};
+use super::{ipi, kind, reason, swf, wake, NO_CPU};
 
 /// One decoded event (see the `trace` module header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +81,9 @@ struct CpuLog {
     events: Vec<Ev>,
     dropped: u64,
     capacity: usize,
+    /// The CPU's string table (`RingBuf::intern`): number `n` is element
+    /// `n - 1`.
+    strings: Vec<&'static str>,
 }
 
 /// A capture of a runtime's event trace: every CPU's events, the names of
@@ -113,6 +116,7 @@ impl TraceData {
                     events: words.into_iter().map(Ev::decode).collect(),
                     dropped,
                     capacity: b.capacity(),
+                    strings: b.strings(),
                 }
             })
             .collect();
@@ -401,79 +405,100 @@ impl<'a> Exporter<'a> {
         self.pending.insert(tid, id);
     }
 
+    /// String number `n` of CPU `c`'s table ("" for 0 or one unknown).
+    fn string(&self, c: usize, n: u32) -> &'static str {
+        let i = (n as usize).wrapping_sub(1);
+        self.t.cpus[c].strings.get(i).copied().unwrap_or("")
+    }
+
+    /// Thread `tid` starts running on CPU `c` at `ts`, on top of `back`
+    /// (a handoff; 0: the CPU loop started it).
+    fn switch_in(&mut self, c: usize, ts: u64, tid: u64, back: u64) {
+        if back != 0 && self.state_name(back) == Some("running") {
+            let n = format!("handed off to {}", self.thread_label(tid));
+            self.set_state(back, ts, n, json!({"cpu": c}));
+        }
+        self.runs[c].push(Run {
+            tid,
+            since: ts,
+            back,
+        });
+        self.set_state(tid, ts, "running".into(), json!({"cpu": c}));
+        if let Some(id) = self.pending.remove(&tid) {
+            // Lands in the slice that starts here (1 ns in, so the slice
+            // is already open when the flow end binds).
+            let v = json!({"ph": "f", "bp": "e", "cat": "wakeup", "name": "wakeup",
+                           "id": id, "pid": self.pid_cpu, "tid": self.cpu_tid(c),
+                           "ts": self.us(ts) + 0.001});
+            self.out.push(v);
+        }
+    }
+
+    /// Thread `tid` stops running on CPU `c` at `ts`, for reason `why`,
+    /// with wait message `wmesg`.
+    fn switch_out(&mut self, c: usize, ts: u64, tid: u64, why: u8, wmesg: &'static str) {
+        let pos = self.runs[c].iter().rposition(|r| r.tid == tid);
+        let r = match pos {
+            Some(p) => {
+                let r = self.runs[c].remove(p);
+                // Anything nested above it ends with it.
+                while self.runs[c].len() > p {
+                    let x = self.runs[c].pop().expect("checked length");
+                    self.cpu_slice(c, &x, ts, "unknown", "");
+                }
+                r
+            }
+            // Already running when the capture started.
+            None => Run {
+                tid,
+                since: self.t.t0,
+                back: 0,
+            },
+        };
+        self.cpu_slice(c, &r, ts, reason::name(why), wmesg);
+        if r.back != 0 && self.state_name(r.back).is_some_and(|s| s != "running") {
+            self.set_state(r.back, ts, "running".into(), json!({"cpu": c}));
+        }
+        let chan = self.threads.get(&tid).map_or(0, |s| s.chan);
+        let (name, args) = match why {
+            reason::YIELD => ("runnable".to_string(), json!({"cpu": c})),
+            reason::SLEEP => (
+                format!("sleeping: {wmesg}"),
+                json!({"wmesg": wmesg, "chan": format!("{chan:#x}")}),
+            ),
+            reason::TOKEN => (format!("blocked on token {wmesg}"), json!({"token": wmesg})),
+            reason::PREEMPT => ("preempted".to_string(), json!({"cpu": c})),
+            reason::PARK => ("parked".to_string(), json!({"wmesg": wmesg})),
+            reason::MIGRATE => ("migrating".to_string(), json!({"from_cpu": c})),
+            _ => {
+                self.close_state(tid, ts);
+                self.instant(
+                    c,
+                    ts,
+                    format!("exit {}", self.thread_label(tid)),
+                    json!({"tid": tid}),
+                );
+                return;
+            }
+        };
+        self.set_state(tid, ts, name, args);
+    }
+
     fn event(&mut self, c: usize, e: Ev) {
         match e.kind {
-            kind::SWITCH_IN => {
-                if e.arg != 0 {
-                    let back = e.arg;
-                    if self.state_name(back) == Some("running") {
-                        let n = format!("handed off to {}", self.thread_label(e.tid));
-                        self.set_state(back, e.ts, n, json!({"cpu": c}));
-                    }
+            kind::SWITCH => {
+                let (from, to) = (e.arg, e.tid);
+                let handoff = e.sub == reason::HANDOFF;
+                if from != 0 && !handoff {
+                    let wmesg = self.string(c, e.aux);
+                    self.switch_out(c, e.ts, from, e.sub, wmesg);
                 }
-                self.runs[c].push(Run {
-                    tid: e.tid,
-                    since: e.ts,
-                    back: e.arg,
-                });
-                self.set_state(e.tid, e.ts, "running".into(), json!({"cpu": c}));
-                if let Some(id) = self.pending.remove(&e.tid) {
-                    // Lands in the slice that starts here (1 ns in, so the
-                    // slice is already open when the flow end binds).
-                    let v = json!({"ph": "f", "bp": "e", "cat": "wakeup", "name": "wakeup",
-                                   "id": id, "pid": self.pid_cpu, "tid": self.cpu_tid(c),
-                                   "ts": self.us(e.ts) + 0.001});
-                    self.out.push(v);
+                // A thread resuming after its handoff goes on in the slice
+                // it had (unless the capture started under the handoff).
+                let resumes = e.cpu & swf::RESUME != 0 && self.runs[c].iter().any(|r| r.tid == to);
+                if to != 0 && !resumes {
+                    self.switch_in(c, e.ts, to, if handoff { from } else { 0 });
                 }
-            }
-            kind::SWITCH_OUT => {
-                let why = reason::name(e.sub);
-                let wmesg = e.str();
-                let pos = self.runs[c].iter().rposition(|r| r.tid == e.tid);
-                let r = match pos {
-                    Some(p) => {
-                        let r = self.runs[c].remove(p);
-                        // Anything nested above it ends with it.
-                        while self.runs[c].len() > p {
-                            let x = self.runs[c].pop().expect("checked length");
-                            self.cpu_slice(c, &x, e.ts, "unknown", "");
-                        }
-                        r
-                    }
-                    // Already running when the capture started.
-                    None => Run {
-                        tid: e.tid,
-                        since: self.t.t0,
-                        back: 0,
-                    },
-                };
-                self.cpu_slice(c, &r, e.ts, why, wmesg);
-                if r.back != 0 && self.state_name(r.back).is_some_and(|s| s != "running") {
-                    self.set_state(r.back, e.ts, "running".into(), json!({"cpu": c}));
-                }
-                let chan = self.threads.get(&e.tid).map_or(0, |s| s.chan);
-                let (name, args) = match e.sub {
-                    reason::YIELD => ("runnable".to_string(), json!({"cpu": c})),
-                    reason::SLEEP => (
-                        format!("sleeping: {wmesg}"),
-                        json!({"wmesg": wmesg, "chan": format!("{chan:#x}")}),
-                    ),
-                    reason::TOKEN => (format!("blocked on token {wmesg}"), json!({"token": wmesg})),
-                    reason::PREEMPT => ("preempted".to_string(), json!({"cpu": c})),
-                    reason::PARK => ("parked".to_string(), json!({"wmesg": wmesg})),
-                    reason::MIGRATE => ("migrating".to_string(), json!({"from_cpu": c})),
-                    _ => {
-                        self.close_state(e.tid, e.ts);
-                        self.instant(
-                            c,
-                            e.ts,
-                            format!("exit {}", self.thread_label(e.tid)),
-                            json!({"tid": e.tid}),
-                        );
-                        return;
-                    }
-                };
-                self.set_state(e.tid, e.ts, name, args);
             }
             kind::SLEEP => {
                 if let Some(s) = self.threads.get_mut(&e.tid) {
@@ -656,6 +681,7 @@ mod tests {
                     events,
                     dropped: 0,
                     capacity: 64,
+                    strings: vec!["ball"],
                 })
                 .collect(),
             names: [(1, "a".to_string()), (2, "b".to_string())].into(),
@@ -675,14 +701,17 @@ mod tests {
     #[test]
     fn local_wakeup_flow_and_handoff_nesting() {
         let t = data(vec![vec![
-            ev(1000, kind::SWITCH_IN, 0, NO_CPU, 0, 1, 0),
+            // The loop starts a.
+            ev(1000, kind::SWITCH, 0, 0, 0, 1, 0),
             ev(2000, kind::WAKEUP, wake::CHANNEL, 0, 0, 2, 0xbeef),
-            ev(3000, kind::SWITCH_OUT, reason::YIELD, NO_CPU, 0, 1, 0),
-            ev(4000, kind::SWITCH_IN, 0, NO_CPU, 0, 2, 0),
-            // b hands off to a, which runs nested and exits.
-            ev(5000, kind::SWITCH_IN, 0, NO_CPU, 0, 1, 2),
-            ev(6000, kind::SWITCH_OUT, reason::EXIT, NO_CPU, 0, 1, 0),
-            ev(7000, kind::SWITCH_OUT, reason::EXIT, NO_CPU, 0, 2, 0),
+            // a yields back to the loop (written out on its own), which
+            // starts b later.
+            ev(3000, kind::SWITCH, reason::YIELD, 0, 0, 0, 1),
+            ev(4000, kind::SWITCH, 0, 0, 0, 2, 0),
+            // b hands off to a, which runs nested and exits; b goes on.
+            ev(5000, kind::SWITCH, reason::HANDOFF, 0, 0, 1, 2),
+            ev(6000, kind::SWITCH, reason::EXIT, swf::RESUME, 0, 2, 1),
+            ev(7000, kind::SWITCH, reason::EXIT, 0, 0, 0, 2),
         ]]);
         let d = doc(&t);
         let s: Vec<_> = d.iter().filter(|e| e["ph"] == "s").collect();
@@ -719,14 +748,14 @@ mod tests {
     fn remote_wakeup_flow_starts_at_the_send() {
         let t = data(vec![
             vec![
-                ev(1000, kind::SWITCH_IN, 0, NO_CPU, 0, 1, 0),
+                ev(1000, kind::SWITCH, 0, 0, 0, 1, 0),
                 ev(1500, kind::IPI_SEND, ipi::WAKEUP, 1, 0x100, 1, 0xbeef),
-                ev(3000, kind::SWITCH_OUT, reason::SLEEP, NO_CPU, 0, 1, 0),
+                ev(3000, kind::SWITCH, reason::SLEEP, 0, 1, 0, 1),
             ],
             vec![
                 ev(1800, kind::IPI_RECV, ipi::WAKEUP, 0, 0x100, 0, 0xbeef),
                 ev(1900, kind::WAKEUP, wake::CHANNEL, 0, 0x100, 2, 0xbeef),
-                ev(2500, kind::SWITCH_IN, 0, NO_CPU, 0, 2, 0),
+                ev(2500, kind::SWITCH, 0, 0, 0, 2, 0),
             ],
         ]);
         let d = doc(&t);
@@ -740,6 +769,70 @@ mod tests {
         assert!(d.iter().any(|e| e["ph"] == "X"
             && e["name"] == "b #2"
             && e["args"]["switch_out"] == "running at end of capture"));
+    }
+
+    /// One event per switch: the thread that stops and the one that
+    /// starts share its time; a wait message comes from the string table.
+    #[test]
+    fn combined_switch_ends_one_slice_and_starts_the_next() {
+        let t = data(vec![vec![
+            ev(1000, kind::SWITCH, 0, 0, 0, 1, 0),
+            // a yields to b.
+            ev(2000, kind::SWITCH, reason::YIELD, 0, 0, 2, 1),
+            ev(2500, kind::SLEEP, 0, NO_CPU, 0, 2, 0xbeef),
+            // b sleeps on "ball" (string 1), a runs again.
+            ev(3000, kind::SWITCH, reason::SLEEP, 0, 1, 1, 2),
+            // a stops for a token whose name is unknown (number 9).
+            ev(4000, kind::SWITCH, reason::TOKEN, 0, 9, 0, 1),
+        ]]);
+        let d = doc(&t);
+        let runs: Vec<_> = d
+            .iter()
+            .filter(|e| e["ph"] == "X" && e["cat"] == "sched")
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().to_string(),
+                    e["ts"].as_f64().unwrap(),
+                    e["dur"].as_f64().unwrap(),
+                    e["args"]["switch_out"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                ("a #1".into(), 1.0, 1.0, "yield".into()),
+                ("b #2".into(), 2.0, 1.0, "sleep".into()),
+                ("a #1".into(), 3.0, 1.0, "token-blocked".into()),
+            ]
+        );
+        let states = |tid: u64| -> Vec<(String, f64)> {
+            let mut v: Vec<_> = d
+                .iter()
+                .filter(|e| e["ph"] == "X" && e["cat"] == "state" && e["tid"] == tid)
+                .map(|e| {
+                    (
+                        e["name"].as_str().unwrap().to_string(),
+                        e["ts"].as_f64().unwrap(),
+                    )
+                })
+                .collect();
+            v.sort_by(|x, y| x.1.total_cmp(&y.1));
+            v
+        };
+        assert_eq!(
+            states(2),
+            [("running".into(), 2.0), ("sleeping: ball".into(), 3.0)]
+        );
+        assert_eq!(
+            states(1),
+            [
+                ("running".into(), 1.0),
+                ("runnable".into(), 2.0),
+                ("running".into(), 3.0),
+                ("blocked on token ".into(), 4.0),
+            ]
+        );
     }
 
     #[test]

@@ -26,15 +26,39 @@
 //! | 1    | 0..8   | kind  | one of [`kind`]                                |
 //! | 1    | 8..16  | sub   | reason ([`reason`]), IPI kind ([`ipi`]), wake  |
 //! |      |        |       | cause ([`wake`])                               |
-//! | 1    | 16..32 | cpu   | the other CPU (target, source, waker)          |
-//! | 1    | 32..64 | aux   | flow id, or a string's length                  |
+//! | 1    | 16..32 | cpu   | the other CPU (target, source, waker); a       |
+//! |      |        |       | switch's flags ([`swf`])                       |
+//! | 1    | 32..64 | aux   | flow id, a string's length, or (a switch) its  |
+//! |      |        |       | wait message's number in the CPU's string      |
+//! |      |        |       | table                                          |
 //! | 2    | 0..64  | tid   | the thread concerned (0: none, the CPU loop)   |
 //! | 3    | 0..64  | arg   | wait channel, other thread, or a string's      |
 //! |      |        |       | address                                        |
 //!
 //! A string (a token name, a wait message) is always a `&'static str`,
 //! stored as address + length and turned back into one only by the
-//! exporter.
+//! exporter; a switch, whose words are all taken, names its wait message
+//! by number instead ([`RingBuf::intern`]: a per-capture table, filled
+//! only on the switches that carry one: sleep, park, token wait).
+//!
+//! # One event per switch
+//!
+//! A switch is one [`kind::SWITCH`] event, with one clock reading: the
+//! thread that stopped (`arg`), why (`sub`), and the thread that starts
+//! (`tid`). The CPU loop learns the thread it starts only after the
+//! one that stopped has come back to it, so the loop's switch-out is kept
+//! (no clock read, [`CoreTrace::stash`]) and recorded with the switch-in
+//! that follows; its time is the switch-in's, which puts the loop's pass
+//! between the two (tens of nanoseconds) in the stopped thread's slice.
+//! A kept switch-out is written out on its own (`tid` 0, "back to the
+//! loop") at the time of anything else the CPU records first, before the
+//! CPU idles or waits for a token, when the loop ends, and when the
+//! capture stops: a stretch the CPU spent in the loop without running
+//! a thread is never attributed to the thread that ran before it, beyond
+//! the loop work that records nothing (a due-timer pass with nothing due,
+//! a poll of the fds that woke nobody). A capture read while it runs
+//! (`Trace::data`) lacks the switch-out a CPU still keeps: its last
+//! thread shows as running to the end of the capture.
 
 pub(crate) mod clock;
 pub(crate) mod export;
@@ -53,13 +77,12 @@ pub const MIN_TRACE_EVENTS: usize = 16;
 
 /// Event kinds (word 1, bits 0..8).
 pub(crate) mod kind {
-    /// A thread starts running. `arg`: the thread it runs on top of (a
-    /// handoff), 0 when the CPU loop resumed it; `sub` 1: synthetic (the
-    /// thread was already running when tracing started).
-    pub(crate) const SWITCH_IN: u8 = 1;
-    /// A thread stops running. `sub`: [`reason`](super::reason); string:
-    /// its wait message.
-    pub(crate) const SWITCH_OUT: u8 = 2;
+    /// A switch (see the module header): `arg` stops running (0: the CPU
+    /// loop was running), `tid` starts (0: back to the CPU loop); `sub`:
+    /// why `arg` stopped ([`reason`](super::reason)); `aux`: `arg`'s wait
+    /// message (its number in the CPU's string table, 0: none); `cpu`:
+    /// flags ([`swf`](super::swf)).
+    pub(crate) const SWITCH: u8 = 1;
     /// A thread goes to sleep. `arg`: the wait channel.
     pub(crate) const SLEEP: u8 = 3;
     /// A sleeping (or parked) thread was made runnable. `sub`:
@@ -95,7 +118,7 @@ pub(crate) mod kind {
     pub(crate) const LWP_STATE: u8 = 14;
 }
 
-/// Why a thread switched out (`SWITCH_OUT`'s `sub`).
+/// Why a thread switched out (`SWITCH`'s `sub`).
 pub(crate) mod reason {
     /// `yield_now`, `maybe_yield`, a deschedule while running.
     pub(crate) const YIELD: u8 = 0;
@@ -111,6 +134,14 @@ pub(crate) mod reason {
     pub(crate) const PARK: u8 = 5;
     /// `migrate`.
     pub(crate) const MIGRATE: u8 = 6;
+    /// It runs the thread that starts on its own stack and waits under
+    /// it (a handoff: a join of the next thread, a preemption); it goes
+    /// on when that thread stops (a switch flagged [`RESUME`]). A yield
+    /// handoff is recorded as [`YIELD`] instead: the yielder is runnable
+    /// meanwhile, and its slice ends there.
+    ///
+    /// [`RESUME`]: super::swf::RESUME
+    pub(crate) const HANDOFF: u8 = 7;
 
     /// The reason's name in the export.
     pub(crate) fn name(r: u8) -> &'static str {
@@ -122,9 +153,20 @@ pub(crate) mod reason {
             EXIT => "exit",
             PARK => "park",
             MIGRATE => "migrate",
+            HANDOFF => "handoff",
             _ => "unknown",
         }
     }
+}
+
+/// A switch's flags (`SWITCH`'s `cpu` field).
+pub(crate) mod swf {
+    /// The thread that starts was already running when the capture
+    /// started (recorded when it starts; `arg` is 0).
+    pub(crate) const SYNTHETIC: u16 = 1;
+    /// The thread that starts had handed off to the one that stops
+    /// ([`reason::HANDOFF`](super::reason::HANDOFF)) and goes on.
+    pub(crate) const RESUME: u16 = 2;
 }
 
 /// IPI kinds (`IPI_SEND` / `IPI_RECV`'s `sub`).
@@ -188,8 +230,9 @@ pub(crate) const NO_CPU: u16 = u16::MAX;
 
 /// Records an event at an event site: one predictable branch on the CPU's
 /// owner-only switch when tracing is off; the recording itself is out of
-/// line. `trace_event!(core, method(args))` calls `core.method(args)`,
-/// one of the `tr_*` methods in `sched/tracepoints.rs`.
+/// line, except at the two switch sites (see `sched/tracepoints.rs`).
+/// `trace_event!(core, method(args))` calls `core.method(args)`, one of
+/// the `tr_*` methods in `sched/tracepoints.rs`.
 macro_rules! trace_event {
     ($core:expr, $f:ident($($a:expr),* $(,)?)) => {
         if $core.trace.on() {
