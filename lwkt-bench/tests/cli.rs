@@ -226,7 +226,7 @@ fn timing_rows_report_their_spread() {
         note("lwkt")
     );
     assert!(
-        note("lwkt").contains("2 stack switches"),
+        note("lwkt").contains("1 stack switch (the yield handoff"),
         "{}",
         note("lwkt")
     );
