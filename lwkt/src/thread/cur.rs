@@ -562,4 +562,52 @@ impl CurThread {
         self.switch_point();
         r
     }
+
+    /// [`wait_fd`](Self::wait_fd) on a socket of [`crate::net`], through
+    /// its persistent registration (see `sched/poll.rs`): the caller's
+    /// operation said `WouldBlock`, or [`io_maybe_ready`](Self::io_maybe_ready)
+    /// said it would.
+    pub(crate) fn wait_reg(
+        &mut self,
+        reg: &crate::sched::poll::Registration,
+        fd: std::os::fd::BorrowedFd<'_>,
+        interest: crate::sched::poll::Interest,
+        timeout: Option<Duration>,
+    ) -> std::io::Result<crate::sched::poll::Ready> {
+        if self.sleep_interrupted_by_upcall() {
+            self.switch_point();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "lwkt: wait_fd interrupted",
+            ));
+        }
+        let r = self
+            .core()
+            .wait_reg_cur(self.t, self.thread(), reg, fd, interest, timeout);
+        self.switch_point();
+        r
+    }
+
+    /// Whether an operation for `interest` on `reg`'s socket is worth
+    /// trying (false: the readiness cache on this CPU says it would
+    /// block).
+    #[inline]
+    pub(crate) fn io_maybe_ready(
+        &self,
+        reg: &crate::sched::poll::Registration,
+        interest: crate::sched::poll::Interest,
+    ) -> bool {
+        self.core().reg_maybe_ready(reg, interest)
+    }
+
+    /// Records that `interest` on `reg`'s socket is exhausted (a short
+    /// stream read), where this CPU keeps its readiness cache.
+    #[inline]
+    pub(crate) fn io_clear(
+        &self,
+        reg: &crate::sched::poll::Registration,
+        interest: crate::sched::poll::Interest,
+    ) {
+        self.core().reg_clear(reg, interest);
+    }
 }
