@@ -523,7 +523,11 @@ impl CurThread {
     /// passes, or the thread is interrupted; the CPU runs other threads
     /// meanwhile, or blocks in its poller when it has none to run. Works
     /// for any fd epoll accepts (sockets, pipes, eventfds, terminals...),
-    /// from this crate or any other. The primitive under [`crate::net`].
+    /// from this crate or any other. Each wait arms a one-shot
+    /// registration on this CPU (one `epoll_ctl`), since lwkt cannot know
+    /// when a foreign fd closes; the sockets of [`crate::net`], which own
+    /// their fds, keep a persistent edge-triggered registration instead
+    /// and wait without that syscall.
     ///
     /// Readiness is level-triggered and may be stale by the time the
     /// thread runs: try the operation on a non-blocking fd, and wait again
