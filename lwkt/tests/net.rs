@@ -916,6 +916,51 @@ fn cancellation_and_sockets_that_outlive_their_runtime() {
     });
 }
 
+/// `wait_fd` (one-shot) on a socket that also has its persistent
+/// registration on the same CPU, and `connect`'s own one-shot wait before
+/// it: neither disturbs the other (they live in different epoll sets), so
+/// the socket's reads still wake on both ends afterwards.
+#[test]
+fn wait_fd_on_a_registered_socket_leaves_its_registration_alone() {
+    bounded(30, "wait_fd on a net socket", || {
+        let rt = Runtime::builder().cpus(1).build().unwrap();
+        rt.block_on(|td| {
+            let l = TcpListener::bind(loopback()).unwrap();
+            // connect() waited one-shot on this CPU for the handshake.
+            let c = Arc::new(TcpStream::connect(td, l.local_addr().unwrap()).unwrap());
+            let (s, _) = l.accept(td).unwrap();
+            let s = Arc::new(s);
+            for round in 0..3u8 {
+                // Registers both sockets (first round), then parks on them.
+                let (s2, c2) = (s.clone(), c.clone());
+                let rs = td.spawn(move |td| {
+                    let mut b = [0u8; 1];
+                    s2.read(td, &mut b).unwrap();
+                    b[0]
+                });
+                let rc = td.spawn(move |td| {
+                    let mut b = [0u8; 1];
+                    c2.read(td, &mut b).unwrap();
+                    b[0]
+                });
+                td.yield_now();
+                c.write_all(td, &[round]).unwrap();
+                s.write_all(td, &[round + 10]).unwrap();
+                assert_eq!(rs.join(td).unwrap(), round);
+                assert_eq!(rc.join(td).unwrap(), round + 10);
+                // One-shot waits on the same sockets, on the same CPU: a
+                // timeout (arms, then deletes its entry) and a ready one.
+                let e = td
+                    .wait_fd(&*s, Interest::READABLE, Some(Duration::from_millis(5)))
+                    .unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::TimedOut);
+                let r = td.wait_fd(&*c, Interest::WRITABLE, None).unwrap();
+                assert!(r.is_writable());
+            }
+        });
+    });
+}
+
 #[test]
 fn udp_round_trip_and_timeout() {
     bounded(30, "udp", || {

@@ -20,7 +20,13 @@
 //! * **Sockets of [`crate::net`]: persistent, edge-triggered
 //!   registrations** ([`Registration`]). The first wait on a socket
 //!   registers it once, on the waiting thread's CPU (its *home*), with
-//!   `EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET`; the epoll data word names
+//!   `EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET`, in the CPU's persistent
+//!   set: an epoll instance of its own, nested in the main one, so that a
+//!   one-shot wait on the same socket (a `connect`'s, a user's `wait_fd`)
+//!   can neither fail its ADD with `EEXIST` nor rewrite it with a MOD. A
+//!   busy CPU with no one-shot waiter looks at the persistent set alone
+//!   (one `epoll_wait`); a parked CPU blocks in the main set, which
+//!   reports the persistent one as readable. The epoll data word names
 //!   a slot of that CPU's poller (index and generation, never the fd
 //!   number, so a closed-and-reused fd number cannot alias it). The slot
 //!   holds a readiness cache and the waiters. On the home CPU a wait is:
@@ -76,6 +82,9 @@ const EVENTS: usize = 256;
 
 /// The epoll data word of the mailbox's eventfd (fds are never negative).
 const WAKER: u64 = u64::MAX;
+
+/// The epoll data word of the persistent set, nested in the main one.
+const PSET: u64 = u64::MAX - 1;
 
 /// Set in the epoll data word of a persistent registration (the rest:
 /// generation << 32 | slot index); one-shot entries carry the fd number,
@@ -295,7 +304,13 @@ struct RegSlot {
 pub(crate) struct PollShared {
     /// Unique in the process (compared with [`Registration::home`]).
     id: u64,
+    /// The main set: the waker, the persistent set, one-shot entries.
     epoll: OwnedFd,
+    /// The persistent set: sockets' edge registrations only, so that a
+    /// one-shot `wait_fd` on a socket (ADD, or MOD after `EEXIST`) can
+    /// never rewrite its persistent registration, nor a disarmed one-shot
+    /// entry (left by `connect`'s wait) make the persistent ADD fail.
+    pset: OwnedFd,
     /// Keys (`gen << 32 | index`) of slots whose sockets were dropped.
     released: Mutex<Vec<u64>>,
     /// Whether `released` may hold keys (skips the lock when not).
@@ -312,8 +327,13 @@ pub(crate) struct Poller {
     regs: RefCell<Vec<RegSlot>>,
     /// Free indices of `regs`.
     free: RefCell<Vec<u32>>,
-    /// `epoll_wait`'s buffer.
+    /// Threads of this CPU in a one-shot wait (the main set needs a look
+    /// without blocking only when some are).
+    oneshot_waiters: std::cell::Cell<u32>,
+    /// `epoll_wait`'s buffer (main set).
     events: RefCell<Vec<epoll::Event>>,
+    /// `epoll_wait`'s buffer (persistent set).
+    pevents: RefCell<Vec<epoll::Event>>,
 }
 
 /// The fd behind a raw number taken from a waiter entry.
@@ -344,6 +364,13 @@ impl Poller {
             epoll::EventData::new_u64(WAKER),
             epoll::EventFlags::IN,
         )?;
+        let pset = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        epoll::add(
+            &ep,
+            &pset,
+            epoll::EventData::new_u64(PSET),
+            epoll::EventFlags::IN,
+        )?;
         // Published last, once nothing can fail: from now on wakes write
         // the eventfd, so this CPU must park in this poller. Only this CPU
         // creates its poller, once (a CPU that failed to keep one never
@@ -355,13 +382,16 @@ impl Poller {
             shared: Arc::new(PollShared {
                 id: NEXT_POLLER.fetch_add(1, Ordering::Relaxed),
                 epoll: ep,
+                pset,
                 released: Mutex::new(Vec::new()),
                 any_released: AtomicBool::new(false),
             }),
             fds: RefCell::new(Vec::new()),
             regs: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
+            oneshot_waiters: std::cell::Cell::new(0),
             events: RefCell::new(Vec::with_capacity(EVENTS)),
+            pevents: RefCell::new(Vec::with_capacity(EVENTS)),
         })
     }
 
@@ -418,9 +448,16 @@ impl Poller {
 
     /// Fetches ready events and wakes their threads; blocks up to
     /// `timeout` (None: until an event or a wake). Returns how many
-    /// threads it woke.
+    /// threads it woke. Without blocking and with no one-shot waiter, it
+    /// looks at the persistent set alone (one syscall); otherwise at the
+    /// main set, and at the persistent set when the main one says it has
+    /// events.
     fn poll(&self, core: &Core, timeout: Option<Duration>) -> usize {
         self.reap_released();
+        core.stats().io_polls.bump();
+        if timeout == Some(Duration::ZERO) && self.oneshot_waiters.get() == 0 {
+            return self.poll_pset(core);
+        }
         let ts = timeout.map(|d| Timespec {
             tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: d.subsec_nanos().into(),
@@ -435,22 +472,41 @@ impl Poller {
             Ok(_) | Err(Errno::INTR) => {}
             Err(e) => panic!("lwkt: epoll_wait failed on CPU {}: {e}", core.id),
         }
-        core.stats().io_polls.bump();
         let mut woke = 0;
         for ev in evs.iter() {
             let (flags, data) = (ev.flags, ev.data.u64());
-            if data == WAKER {
-                if let Some(w) = core.remote().mailbox.waker() {
-                    let mut b = [0u8; 8];
-                    let _ = rustix::io::read(w, &mut b);
+            match data {
+                WAKER => {
+                    if let Some(w) = core.remote().mailbox.waker() {
+                        let mut b = [0u8; 8];
+                        let _ = rustix::io::read(w, &mut b);
+                    }
                 }
-                continue;
+                PSET => woke += self.poll_pset(core),
+                _ => woke += self.fire(core, data as RawFd, ready_of(flags)),
             }
-            if data & PERSIST != 0 {
-                woke += self.fire_reg(core, data & !PERSIST, ready_of(flags));
-            } else {
-                woke += self.fire(core, data as RawFd, ready_of(flags));
-            }
+        }
+        woke
+    }
+
+    /// Fetches the persistent set's events without blocking.
+    fn poll_pset(&self, core: &Core) -> usize {
+        let mut evs = self.pevents.borrow_mut();
+        evs.clear();
+        match epoll::wait(
+            &self.shared.pset,
+            rustix::buffer::spare_capacity(&mut *evs),
+            Some(&Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            }),
+        ) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => panic!("lwkt: epoll_wait failed on CPU {}: {e}", core.id),
+        }
+        let mut woke = 0;
+        for ev in evs.iter() {
+            woke += self.fire_reg(core, ev.data.u64() & !PERSIST, ready_of(ev.flags));
         }
         woke
     }
@@ -563,7 +619,7 @@ impl Drop for Registration {
         // SAFETY: the socket that owns the fd declares this registration
         // before the fd, so the fd is still open here (type invariant).
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        let _ = epoll::delete(&sh.epoll, fd);
+        let _ = epoll::delete(&sh.pset, fd);
         sh.released
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -624,6 +680,8 @@ impl Entry<'_> {
                     return 0;
                 };
                 let w = slot.waiters.swap_remove(i);
+                p.oneshot_waiters
+                    .set(p.oneshot_waiters.get().saturating_sub(1));
                 if w.got == 0 && slot.pending() == 0 && slot.registered {
                     // Still armed for us alone: disarm, so nothing fires
                     // for a waiter that left (it may migrate, or close the
@@ -803,6 +861,7 @@ impl Core {
                 got: 0,
             });
         }
+        p.oneshot_waiters.set(p.oneshot_waiters.get() + 1);
         self.sleep_io(t, td, Place::Fd(raw), seq, interest.0, timeout)
     }
 
@@ -874,7 +933,7 @@ impl Core {
         };
         use epoll::EventFlags as E;
         let r = epoll::add(
-            &p.shared.epoll,
+            &p.shared.pset,
             fd,
             epoll::EventData::new_u64(PERSIST | key),
             E::IN | E::OUT | E::RDHUP | E::ET,
