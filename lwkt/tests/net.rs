@@ -564,9 +564,18 @@ fn reader_and_writer_share_a_socket() {
     });
 }
 
-/// How many epoll instances of this process have `fd` in their interest
-/// list (from `/proc/self/fdinfo`).
-fn epoll_sets_watching(fd: i32) -> usize {
+/// The inode of the open file `fd` (a socket's `socket:[ino]`).
+fn inode_of(fd: i32) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/self/fd/{fd}"))
+        .unwrap()
+        .ino()
+}
+
+/// How many epoll instances of this process have the file with inode
+/// `ino` in their interest list (from `/proc/self/fdinfo`; matched by
+/// inode, so another test's fd with the same number does not count).
+fn epoll_sets_watching(ino: u64) -> usize {
     let mut n = 0;
     for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
         let is_epoll = std::fs::read_link(e.path())
@@ -581,18 +590,22 @@ fn epoll_sets_watching(fd: i32) -> usize {
         ))
         .unwrap_or_default();
         let watches = info.lines().any(|l| {
-            l.strip_prefix("tfd:")
-                .and_then(|r| r.split_whitespace().next())
-                .and_then(|v| v.parse::<i32>().ok())
-                == Some(fd)
+            l.starts_with("tfd:")
+                && l.split_whitespace()
+                    .find_map(|w| w.strip_prefix("ino:"))
+                    .and_then(|v| u64::from_str_radix(v, 16).ok())
+                    == Some(ino)
         });
         n += usize::from(watches);
     }
     n
 }
 
-/// A thread that waited on CPU 0 and migrated is woken on CPU 1; CPU 0
-/// keeps no registration for it.
+/// A thread that waited on CPU 0 (the socket's home: its persistent
+/// registration lives there) and migrated is woken on CPU 1, through a
+/// one-shot registration on CPU 1 armed for the wait; then, back on CPU 0,
+/// through the persistent one again. Closing the socket leaves nothing in
+/// any epoll set.
 #[test]
 fn migration_moves_the_wait_to_the_new_cpu() {
     bounded(30, "migrate with socket", || {
@@ -601,6 +614,7 @@ fn migration_moves_the_wait_to_the_new_cpu() {
             let l = TcpListener::bind(loopback()).unwrap();
             let c = TcpStream::connect(td, l.local_addr().unwrap()).unwrap();
             let (s, _) = l.accept(td).unwrap();
+            let ino = inode_of(s.as_raw_fd());
             let s = Arc::new(s);
             let s2 = s.clone();
             let h = ThreadBuilder::new()
@@ -615,20 +629,334 @@ fn migration_moves_the_wait_to_the_new_cpu() {
                     unsafe { td.migrate(1) }.unwrap();
                     s2.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                     let n = s2.read(td, &mut b).unwrap();
-                    (td.cpu(), b[..n].to_vec())
+                    let first = (td.cpu(), b[..n].to_vec());
+                    // SAFETY: as above.
+                    unsafe { td.migrate(0) }.unwrap();
+                    let n = s2.read(td, &mut b).unwrap();
+                    (first, (td.cpu(), b[..n].to_vec()))
                 })
                 .unwrap();
             td.sleep_for(Duration::from_millis(100)).unwrap();
-            // The thread now waits on CPU 1: the socket is registered in
-            // that CPU's epoll set only (CPU 0 deleted its registration
-            // when the timed-out wait ended).
-            let fd = s.as_raw_fd();
-            let sets = epoll_sets_watching(fd);
-            assert_eq!(sets, 1, "fd {fd} is registered in {sets} epoll sets");
+            // The thread now waits on CPU 1: the socket is in CPU 0's set
+            // (its home, persistent) and in CPU 1's (one-shot, this wait).
+            let sets = epoll_sets_watching(ino);
+            assert_eq!(sets, 2, "the socket is registered in {sets} epoll sets");
             c.write_all(td, b"abc").unwrap();
-            let (cpu, got) = h.join(td).unwrap();
-            assert_eq!(cpu, 1);
-            assert_eq!(got, b"abc");
+            td.sleep_for(Duration::from_millis(100)).unwrap();
+            // CPU 1's one-shot entry, disarmed by its event, may stay
+            // until the socket closes; it never fires again.
+            c.write_all(td, b"def").unwrap();
+            let (first, second) = h.join(td).unwrap();
+            assert_eq!(first, (1, b"abc".to_vec()));
+            assert_eq!(second, (0, b"def".to_vec()));
+            drop(s);
+            assert_eq!(
+                epoll_sets_watching(ino),
+                0,
+                "dropped socket still registered"
+            );
+        });
+    });
+}
+
+/// Sockets closed and their fd numbers reused, over and over, on one CPU:
+/// each new socket registers afresh and is woken; a dropped socket leaves
+/// no registration behind (its `Drop` deletes it before the fd closes), so
+/// no stale entry can answer for, or starve, the fd number's next owner.
+#[test]
+fn fd_reuse_after_close_never_strands_a_waiter() {
+    bounded(60, "fd reuse", || {
+        let rt = Runtime::builder().cpus(1).build().unwrap();
+        rt.block_on(|td| {
+            let l = TcpListener::bind(loopback()).unwrap();
+            let addr = l.local_addr().unwrap();
+            let mut fds = std::collections::HashSet::new();
+            for i in 0..200u32 {
+                let c = TcpStream::connect(td, addr).unwrap();
+                let (s, _) = l.accept(td).unwrap();
+                let fd = s.as_raw_fd();
+                let ino = inode_of(fd);
+                fds.insert(fd);
+                let s = Arc::new(s);
+                let s2 = s.clone();
+                // The reader parks (first wait: it registers), then is
+                // woken by the write.
+                let r = td.spawn(move |td| {
+                    let mut b = [0u8; 4];
+                    s2.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    s2.io(td).read_exact(&mut b).unwrap();
+                    u32::from_le_bytes(b)
+                });
+                td.yield_now();
+                c.write_all(td, &i.to_le_bytes()).unwrap();
+                assert_eq!(r.join(td).unwrap(), i);
+                assert_eq!(epoll_sets_watching(ino), 1);
+                drop(s);
+                assert_eq!(epoll_sets_watching(ino), 0, "round {i}: stale registration");
+                // Sometimes close the client first, sometimes not, so the
+                // next accept and connect land on the numbers in turn.
+                if i % 2 == 0 {
+                    drop(c);
+                }
+            }
+            assert!(fds.len() < 200, "fd numbers were never reused: {fds:?}");
+        });
+    });
+}
+
+/// A reader and a writer of one socket parked at once on its home CPU:
+/// the one edge registration serves both, each woken only by its own
+/// readiness.
+#[test]
+fn reader_and_writer_park_on_one_socket_at_once() {
+    bounded(60, "reader and writer parked", || {
+        let rt = Runtime::builder().cpus(1).build().unwrap();
+        rt.block_on(|td| {
+            let l = TcpListener::bind(loopback()).unwrap();
+            let c = TcpStream::connect(td, l.local_addr().unwrap()).unwrap();
+            let (s, _) = l.accept(td).unwrap();
+            let s = Arc::new(s);
+            let (sr, sw) = (s.clone(), s.clone());
+            let wrote = Arc::new(AtomicUsize::new(0));
+            let w2 = wrote.clone();
+            // The writer fills the send buffers (nobody reads the peer
+            // yet) and parks for room.
+            let writer = td.spawn(move |td| {
+                let chunk = vec![1u8; 65536];
+                for _ in 0..64 {
+                    sw.write_all(td, &chunk).unwrap();
+                    w2.fetch_add(chunk.len(), Ordering::SeqCst);
+                }
+            });
+            let reader = td.spawn(move |td| {
+                let mut b = [0u8; 5];
+                sr.io(td).read_exact(&mut b).unwrap();
+                b
+            });
+            td.sleep_for(Duration::from_millis(50)).unwrap();
+            let stuck = wrote.load(Ordering::SeqCst);
+            assert!(stuck < 64 * 65536, "the writer never had to park");
+            // Data for the reader: it wakes, the writer stays parked.
+            c.write_all(td, b"hello").unwrap();
+            assert_eq!(&reader.join(td).unwrap(), b"hello");
+            assert_eq!(wrote.load(Ordering::SeqCst), stuck);
+            // Room for the writer: drain the peer.
+            let mut got = 0;
+            let mut buf = vec![0u8; 65536];
+            while got < 64 * 65536 {
+                got += c.read(td, &mut buf).unwrap();
+            }
+            writer.join(td).unwrap();
+        });
+    });
+}
+
+/// Edges that come while the thread runs (between its `EAGAIN` or short
+/// read and its park): a peer on an OS thread answers every message at
+/// once, thousands of times, with odd sizes so reads are short and full in
+/// turn. A lost edge hangs a round and fails the bound.
+#[test]
+fn edges_arriving_before_the_park_are_never_lost() {
+    bounded(60, "edge before park", || {
+        let rt = Runtime::builder().cpus(1).build().unwrap();
+        rt.block_on(|td| {
+            let l = TcpListener::bind(loopback()).unwrap();
+            let addr = l.local_addr().unwrap();
+            let peer = std::thread::spawn(move || {
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                c.set_nodelay(true).unwrap();
+                let mut b = [0u8; 64];
+                loop {
+                    let n = match c.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    // Answer in two pieces: the second often arrives while
+                    // the lwkt thread handles the first.
+                    let (a, z) = b[..n].split_at(n / 2);
+                    if c.write_all(a).is_err() || c.write_all(z).is_err() {
+                        return;
+                    }
+                }
+            });
+            let (s, _) = l.accept(td).unwrap();
+            s.set_nodelay(true).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 7];
+            for i in 0..5000u32 {
+                let len = 1 + (i % 13) as usize;
+                let msg: Vec<u8> = (0..len).map(|k| (i as usize + k) as u8).collect();
+                s.write_all(td, &msg).unwrap();
+                let mut got = Vec::new();
+                while got.len() < len {
+                    let n = s.read(td, &mut buf).unwrap();
+                    assert_ne!(n, 0, "round {i}: early EOF");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                assert_eq!(got, msg, "round {i}");
+            }
+            drop(s);
+            peer.join().unwrap();
+        });
+    });
+}
+
+/// A timed-out wait on a registered socket leaves nothing behind: the
+/// next wait is woken by data, and a thread that timed out while another
+/// thread's data arrived later still reads it.
+#[test]
+fn timeouts_on_a_registered_socket() {
+    bounded(30, "registered timeout", || {
+        let rt = Runtime::builder().cpus(1).build().unwrap();
+        rt.block_on(|td| {
+            let l = TcpListener::bind(loopback()).unwrap();
+            let c = TcpStream::connect(td, l.local_addr().unwrap()).unwrap();
+            let (s, _) = l.accept(td).unwrap();
+            let mut b = [0u8; 8];
+            s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+            for _ in 0..5 {
+                let t0 = Instant::now();
+                let e = s.read(td, &mut b).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::TimedOut);
+                assert!(t0.elapsed() >= Duration::from_millis(10));
+            }
+            // Data that came while nobody waited is read at once.
+            c.write_all(td, b"late").unwrap();
+            td.sleep_for(Duration::from_millis(20)).unwrap();
+            assert_eq!(s.read(td, &mut b).unwrap(), 4);
+            // Then a wait that data ends well before its timeout.
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let s = Arc::new(s);
+            let s2 = s.clone();
+            let r = td.spawn(move |td| {
+                let mut b = [0u8; 8];
+                let t0 = Instant::now();
+                let n = s2.read(td, &mut b).unwrap();
+                (n, t0.elapsed())
+            });
+            td.sleep_for(Duration::from_millis(20)).unwrap();
+            c.write_all(td, b"x").unwrap();
+            let (n, took) = r.join(td).unwrap();
+            assert_eq!(n, 1);
+            assert!(took < Duration::from_secs(5));
+        });
+    });
+}
+
+/// Runtime drop while a reader and a writer are parked on one registered
+/// socket: both unwind; the socket, kept outside, is dropped after its
+/// CPU's poller is gone (its registration still closes cleanly), and a
+/// socket that outlived its runtime serves threads of a new one.
+#[test]
+fn cancellation_and_sockets_that_outlive_their_runtime() {
+    bounded(30, "cancel registered", || {
+        let rt = Runtime::builder().cpus(1).build().unwrap();
+        let unwound = Arc::new(AtomicUsize::new(0));
+        struct Count(Arc<AtomicUsize>);
+        impl Drop for Count {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let u = unwound.clone();
+        let (s, c, l) = rt.block_on(move |td| {
+            let l = TcpListener::bind(loopback()).unwrap();
+            let c = TcpStream::connect(td, l.local_addr().unwrap()).unwrap();
+            let (s, _) = l.accept(td).unwrap();
+            let s = Arc::new(s);
+            let (sr, sw) = (s.clone(), s.clone());
+            let d = Count(u.clone());
+            let _ = td.spawn(move |td| {
+                let _d = d;
+                let mut b = [0u8; 1];
+                let r = sr.read(td, &mut b);
+                panic!("read returned during shutdown instead of unwinding: {r:?}");
+            });
+            let d = Count(u.clone());
+            let _ = td.spawn(move |td| {
+                let _d = d;
+                let chunk = vec![0u8; 65536];
+                loop {
+                    if let Err(e) = sw.write(td, &chunk) {
+                        panic!("write returned during shutdown: {e:?}");
+                    }
+                }
+            });
+            td.sleep_for(Duration::from_millis(50)).unwrap();
+            (s, c, l)
+        });
+        drop(rt);
+        assert_eq!(
+            unwound.load(Ordering::SeqCst),
+            2,
+            "parked threads not unwound"
+        );
+        // A new runtime: the old home is gone; waits take the one-shot
+        // path and still work.
+        let rt = Runtime::builder().cpus(1).build().unwrap();
+        rt.block_on(move |td| {
+            let mut b = vec![0u8; 65536];
+            let mut got = 0;
+            let r = td.spawn(move |td| {
+                let mut one = [0u8; 1];
+                let n = s.read(td, &mut one).unwrap();
+                (n, one[0])
+            });
+            // Drain what the writer left, then answer the reader.
+            c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            while let Ok(n) = c.read(td, &mut b) {
+                assert!(n > 0);
+                got += n;
+            }
+            assert!(got > 0);
+            c.write_all(td, b"z").unwrap();
+            assert_eq!(r.join(td).unwrap(), (1, b'z'));
+            drop(l);
+        });
+    });
+}
+
+/// `wait_fd` (one-shot) on a socket that also has its persistent
+/// registration on the same CPU, and `connect`'s own one-shot wait before
+/// it: neither disturbs the other (they live in different epoll sets), so
+/// the socket's reads still wake on both ends afterwards.
+#[test]
+fn wait_fd_on_a_registered_socket_leaves_its_registration_alone() {
+    bounded(30, "wait_fd on a net socket", || {
+        let rt = Runtime::builder().cpus(1).build().unwrap();
+        rt.block_on(|td| {
+            let l = TcpListener::bind(loopback()).unwrap();
+            // connect() waited one-shot on this CPU for the handshake.
+            let c = Arc::new(TcpStream::connect(td, l.local_addr().unwrap()).unwrap());
+            let (s, _) = l.accept(td).unwrap();
+            let s = Arc::new(s);
+            for round in 0..3u8 {
+                // Registers both sockets (first round), then parks on them.
+                let (s2, c2) = (s.clone(), c.clone());
+                let rs = td.spawn(move |td| {
+                    let mut b = [0u8; 1];
+                    s2.read(td, &mut b).unwrap();
+                    b[0]
+                });
+                let rc = td.spawn(move |td| {
+                    let mut b = [0u8; 1];
+                    c2.read(td, &mut b).unwrap();
+                    b[0]
+                });
+                td.yield_now();
+                c.write_all(td, &[round]).unwrap();
+                s.write_all(td, &[round + 10]).unwrap();
+                assert_eq!(rs.join(td).unwrap(), round);
+                assert_eq!(rc.join(td).unwrap(), round + 10);
+                // One-shot waits on the same sockets, on the same CPU: a
+                // timeout (arms, then deletes its entry) and a ready one.
+                let e = td
+                    .wait_fd(&*s, Interest::READABLE, Some(Duration::from_millis(5)))
+                    .unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::TimedOut);
+                let r = td.wait_fd(&*c, Interest::WRITABLE, None).unwrap();
+                assert!(r.is_writable());
+            }
         });
     });
 }

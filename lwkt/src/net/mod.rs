@@ -25,8 +25,14 @@
 //!
 //! Every socket works on any CPU of any runtime: a thread may accept on
 //! one CPU and hand the stream to a thread on another, or migrate with it.
-//! Readiness is registered on the CPU of the thread that waits, for the
-//! duration of the wait (see `sched/poll.rs`).
+//! Each socket is registered once, edge-triggered, on the CPU of the first
+//! thread that waits on it (its home; see `sched/poll.rs`), and keeps a
+//! readiness cache there: a wait on the home CPU costs no syscall beyond
+//! the operation that said `WouldBlock`, and a short stream read spares
+//! the next read's `EAGAIN`. A wait on another CPU (the thread migrated,
+//! or the socket was handed over) arms a one-shot registration on that
+//! CPU for the length of the wait, as [`CurThread::wait_fd`] does for any
+//! fd. Dropping a socket deletes its registration before its fd closes.
 
 mod tcp;
 mod udp;
@@ -41,7 +47,7 @@ pub use tcp::{TcpListener, TcpListenerBuilder, TcpStream, DEFAULT_BACKLOG};
 pub use udp::UdpSocket;
 pub use unix::{UnixListener, UnixStream};
 
-use crate::sched::poll::Interest;
+use crate::sched::poll::{Interest, Registration};
 use crate::thread::CurThread;
 
 /// A binding of a stream to the running thread, so that it implements
@@ -115,20 +121,34 @@ pub(crate) fn timed_out() -> io::Error {
 }
 
 /// Runs the non-blocking `op` until it does not say `WouldBlock`, parking
-/// in `wait_fd` for `interest` in between, within `timeout` overall.
+/// on the socket's registration for `interest` in between, within
+/// `timeout` overall. `op` is not even tried while the registration's
+/// readiness cache on this CPU says it would block; `exhausted` tells from
+/// a success that the socket is now empty for `interest` (a short stream
+/// read), which clears that cache and saves the next try's `EAGAIN`.
 pub(crate) fn blocking<T>(
     td: &mut CurThread,
+    reg: &Registration,
     fd: BorrowedFd<'_>,
     interest: Interest,
     timeout: Option<Duration>,
     mut op: impl FnMut() -> io::Result<T>,
+    exhausted: impl Fn(&T) -> bool,
 ) -> io::Result<T> {
     let deadline = timeout.and_then(|d| Instant::now().checked_add(d));
     loop {
-        match op() {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => return r,
+        if td.io_maybe_ready(reg, interest) {
+            match op() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(v) => {
+                    if exhausted(&v) {
+                        td.io_clear(reg, interest);
+                    }
+                    return Ok(v);
+                }
+                Err(e) => return Err(e),
+            }
         }
         let left = match deadline {
             Some(d) => {
@@ -140,8 +160,21 @@ pub(crate) fn blocking<T>(
             }
             None => None,
         };
-        td.wait_fd(fd, interest, left)?;
+        td.wait_reg(reg, fd, interest, left)?;
     }
+}
+
+/// `blocking`'s `exhausted` for operations that tell nothing.
+pub(crate) fn never<T>(_: &T) -> bool {
+    false
+}
+
+/// `blocking`'s `exhausted` for a stream read into `len` bytes: a read
+/// that filled less than the buffer (but is not end of file) took all the
+/// socket had. Edge-triggered registrations rely on it the way tokio does:
+/// data that arrives later raises a new edge.
+pub(crate) fn short_read(len: usize) -> impl Fn(&usize) -> bool {
+    move |&n| n > 0 && n < len
 }
 
 /// `write_all` over a non-blocking `write`.

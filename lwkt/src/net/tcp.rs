@@ -9,14 +9,16 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::{blocking, write_all, Io, Timeouts};
-use crate::sched::poll::Interest;
+use super::{blocking, never, short_read, write_all, Io, Timeouts};
+use crate::sched::poll::{Interest, Registration};
 use crate::thread::CurThread;
 
 /// A TCP listening socket whose `accept` parks the calling thread
 /// (`std::net::TcpListener`'s counterpart).
 #[derive(Debug)]
 pub struct TcpListener {
+    /// Declared before `inner`: dropped while the fd is still open.
+    reg: Registration,
     inner: std::net::TcpListener,
     /// `accept`'s timeout in nanoseconds (0: none).
     accept_timeout: AtomicU64,
@@ -87,10 +89,7 @@ impl TcpListenerBuilder {
         s.set_nonblocking(true)?;
         s.bind(&addr.into())?;
         s.listen(self.backlog)?;
-        Ok(TcpListener {
-            inner: s.into(),
-            accept_timeout: AtomicU64::new(0),
-        })
+        Ok(TcpListener::wrap(s.into()))
     }
 }
 
@@ -124,10 +123,16 @@ impl TcpListener {
     /// When it cannot be made non-blocking.
     pub fn from_std(l: std::net::TcpListener) -> io::Result<TcpListener> {
         l.set_nonblocking(true)?;
-        Ok(TcpListener {
+        Ok(TcpListener::wrap(l))
+    }
+
+    /// A listener around the non-blocking `l`.
+    fn wrap(l: std::net::TcpListener) -> TcpListener {
+        TcpListener {
+            reg: Registration::new(l.as_fd()),
             inner: l,
             accept_timeout: AtomicU64::new(0),
-        })
+        }
     }
 
     /// Accepts a connection, parking the thread until one arrives (or the
@@ -138,9 +143,15 @@ impl TcpListener {
     /// shutting down).
     pub fn accept(&self, td: &mut CurThread) -> io::Result<(TcpStream, SocketAddr)> {
         let to = super::decode(self.accept_timeout.load(Ordering::Relaxed));
-        let (s, a) = blocking(td, self.inner.as_fd(), Interest::READABLE, to, || {
-            self.inner.accept()
-        })?;
+        let (s, a) = blocking(
+            td,
+            &self.reg,
+            self.inner.as_fd(),
+            Interest::READABLE,
+            to,
+            || self.inner.accept(),
+            never,
+        )?;
         Ok((TcpStream::from_std(s)?, a))
     }
 
@@ -193,6 +204,8 @@ impl AsRawFd for TcpListener {
 /// read while another writes.
 #[derive(Debug)]
 pub struct TcpStream {
+    /// Declared before `inner`: dropped while the fd is still open.
+    reg: Registration,
     inner: std::net::TcpStream,
     timeouts: Timeouts,
 }
@@ -262,10 +275,16 @@ impl TcpStream {
             }
             Err(e) => return Err(e),
         }
-        Ok(TcpStream {
-            inner: s.into(),
+        Ok(TcpStream::wrap(s.into()))
+    }
+
+    /// A stream around the non-blocking `s`.
+    fn wrap(s: std::net::TcpStream) -> TcpStream {
+        TcpStream {
+            reg: Registration::new(s.as_fd()),
+            inner: s,
             timeouts: Timeouts::default(),
-        })
+        }
     }
 
     /// Wraps a std stream (made non-blocking).
@@ -274,10 +293,7 @@ impl TcpStream {
     /// When it cannot be made non-blocking.
     pub fn from_std(s: std::net::TcpStream) -> io::Result<TcpStream> {
         s.set_nonblocking(true)?;
-        Ok(TcpStream {
-            inner: s,
-            timeouts: Timeouts::default(),
-        })
+        Ok(TcpStream::wrap(s))
     }
 
     /// The std stream, made blocking again.
@@ -286,7 +302,10 @@ impl TcpStream {
     /// When it cannot be made blocking.
     pub fn into_std(self) -> io::Result<std::net::TcpStream> {
         self.inner.set_nonblocking(false)?;
-        Ok(self.inner)
+        let TcpStream { reg, inner, .. } = self;
+        // Deletes the epoll registration while `inner` is still open.
+        drop(reg);
+        Ok(inner)
     }
 
     /// Reads what is available (at least one byte), parking until there is
@@ -296,12 +315,15 @@ impl TcpStream {
     /// The OS's (`ConnectionReset` after a peer reset...); `TimedOut`
     /// after the read timeout; `Interrupted`.
     pub fn read(&self, td: &mut CurThread, buf: &mut [u8]) -> io::Result<usize> {
+        let len = buf.len();
         blocking(
             td,
+            &self.reg,
             self.inner.as_fd(),
             Interest::READABLE,
             self.timeouts.read(),
             || (&self.inner).read(buf),
+            short_read(len),
         )
     }
 
@@ -312,10 +334,12 @@ impl TcpStream {
     pub fn peek(&self, td: &mut CurThread, buf: &mut [u8]) -> io::Result<usize> {
         blocking(
             td,
+            &self.reg,
             self.inner.as_fd(),
             Interest::READABLE,
             self.timeouts.read(),
             || self.inner.peek(buf),
+            never,
         )
     }
 
@@ -327,10 +351,12 @@ impl TcpStream {
     pub fn write(&self, td: &mut CurThread, buf: &[u8]) -> io::Result<usize> {
         blocking(
             td,
+            &self.reg,
             self.inner.as_fd(),
             Interest::WRITABLE,
             self.timeouts.write(),
             || (&self.inner).write(buf),
+            never,
         )
     }
 
@@ -422,10 +448,7 @@ impl TcpStream {
     /// # Errors
     /// The OS's (out of fds).
     pub fn try_clone(&self) -> io::Result<TcpStream> {
-        Ok(TcpStream {
-            inner: self.inner.try_clone()?,
-            timeouts: Timeouts::default(),
-        })
+        Ok(TcpStream::wrap(self.inner.try_clone()?))
     }
 
     /// Binds the stream to the running thread: the result implements

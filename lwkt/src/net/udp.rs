@@ -5,14 +5,16 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
-use super::{blocking, Timeouts};
-use crate::sched::poll::Interest;
+use super::{blocking, never, Timeouts};
+use crate::sched::poll::{Interest, Registration};
 use crate::thread::CurThread;
 
 /// A UDP socket whose sends and receives park the calling thread
 /// (`std::net::UdpSocket`'s counterpart).
 #[derive(Debug)]
 pub struct UdpSocket {
+    /// Declared before `inner`: dropped while the fd is still open.
+    reg: Registration,
     inner: std::net::UdpSocket,
     timeouts: Timeouts,
 }
@@ -33,6 +35,7 @@ impl UdpSocket {
     pub fn from_std(s: std::net::UdpSocket) -> io::Result<UdpSocket> {
         s.set_nonblocking(true)?;
         Ok(UdpSocket {
+            reg: Registration::new(s.as_fd()),
             inner: s,
             timeouts: Timeouts::default(),
         })
@@ -54,10 +57,12 @@ impl UdpSocket {
     pub fn send_to(&self, td: &mut CurThread, buf: &[u8], addr: SocketAddr) -> io::Result<usize> {
         blocking(
             td,
+            &self.reg,
             self.inner.as_fd(),
             Interest::WRITABLE,
             self.timeouts.write(),
             || self.inner.send_to(buf, addr),
+            never,
         )
     }
 
@@ -68,10 +73,12 @@ impl UdpSocket {
     pub fn recv_from(&self, td: &mut CurThread, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         blocking(
             td,
+            &self.reg,
             self.inner.as_fd(),
             Interest::READABLE,
             self.timeouts.read(),
             || self.inner.recv_from(buf),
+            never,
         )
     }
 
@@ -82,10 +89,12 @@ impl UdpSocket {
     pub fn send(&self, td: &mut CurThread, buf: &[u8]) -> io::Result<usize> {
         blocking(
             td,
+            &self.reg,
             self.inner.as_fd(),
             Interest::WRITABLE,
             self.timeouts.write(),
             || self.inner.send(buf),
+            never,
         )
     }
 
@@ -97,10 +106,12 @@ impl UdpSocket {
     pub fn recv(&self, td: &mut CurThread, buf: &mut [u8]) -> io::Result<usize> {
         blocking(
             td,
+            &self.reg,
             self.inner.as_fd(),
             Interest::READABLE,
             self.timeouts.read(),
             || self.inner.recv(buf),
+            never,
         )
     }
 

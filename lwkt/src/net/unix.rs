@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::{blocking, write_all, Io, Timeouts};
-use crate::sched::poll::Interest;
+use super::{blocking, never, short_read, write_all, Io, Timeouts};
+use crate::sched::poll::{Interest, Registration};
 use crate::thread::CurThread;
 
 /// How long [`UnixStream::connect`] sleeps between tries while the
@@ -21,6 +21,8 @@ const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 /// A Unix-domain listening socket whose `accept` parks the calling thread.
 #[derive(Debug)]
 pub struct UnixListener {
+    /// Declared before `inner`: dropped while the fd is still open.
+    reg: Registration,
     inner: std::os::unix::net::UnixListener,
 }
 
@@ -32,7 +34,10 @@ impl UnixListener {
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
         let l = std::os::unix::net::UnixListener::bind(path)?;
         l.set_nonblocking(true)?;
-        Ok(UnixListener { inner: l })
+        Ok(UnixListener {
+            reg: Registration::new(l.as_fd()),
+            inner: l,
+        })
     }
 
     /// Accepts a connection, parking the thread until one arrives.
@@ -40,17 +45,16 @@ impl UnixListener {
     /// # Errors
     /// The OS's; `Interrupted`.
     pub fn accept(&self, td: &mut CurThread) -> io::Result<(UnixStream, SocketAddr)> {
-        let (s, a) = blocking(td, self.inner.as_fd(), Interest::READABLE, None, || {
-            self.inner.accept()
-        })?;
-        s.set_nonblocking(true)?;
-        Ok((
-            UnixStream {
-                inner: s,
-                timeouts: Timeouts::default(),
-            },
-            a,
-        ))
+        let (s, a) = blocking(
+            td,
+            &self.reg,
+            self.inner.as_fd(),
+            Interest::READABLE,
+            None,
+            || self.inner.accept(),
+            never,
+        )?;
+        Ok((UnixStream::from_std(s)?, a))
     }
 
     /// The address it listens on.
@@ -71,6 +75,8 @@ impl AsFd for UnixListener {
 /// A Unix-domain stream whose reads and writes park the calling thread.
 #[derive(Debug)]
 pub struct UnixStream {
+    /// Declared before `inner`: dropped while the fd is still open.
+    reg: Registration,
     inner: std::os::unix::net::UnixStream,
     timeouts: Timeouts,
 }
@@ -104,10 +110,7 @@ impl UnixStream {
             }
         }
         let fd: std::os::fd::OwnedFd = s.into();
-        Ok(UnixStream {
-            inner: fd.into(),
-            timeouts: Timeouts::default(),
-        })
+        Self::from_std(fd.into())
     }
 
     /// A connected pair (never blocks).
@@ -126,6 +129,7 @@ impl UnixStream {
     pub fn from_std(s: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
         s.set_nonblocking(true)?;
         Ok(UnixStream {
+            reg: Registration::new(s.as_fd()),
             inner: s,
             timeouts: Timeouts::default(),
         })
@@ -137,12 +141,15 @@ impl UnixStream {
     /// # Errors
     /// The OS's; `TimedOut` after the read timeout; `Interrupted`.
     pub fn read(&self, td: &mut CurThread, buf: &mut [u8]) -> io::Result<usize> {
+        let len = buf.len();
         blocking(
             td,
+            &self.reg,
             self.inner.as_fd(),
             Interest::READABLE,
             self.timeouts.read(),
             || (&self.inner).read(buf),
+            short_read(len),
         )
     }
 
@@ -153,10 +160,12 @@ impl UnixStream {
     pub fn write(&self, td: &mut CurThread, buf: &[u8]) -> io::Result<usize> {
         blocking(
             td,
+            &self.reg,
             self.inner.as_fd(),
             Interest::WRITABLE,
             self.timeouts.write(),
             || (&self.inner).write(buf),
+            never,
         )
     }
 

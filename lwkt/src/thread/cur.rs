@@ -564,7 +564,11 @@ impl CurThread {
     /// passes, or the thread is interrupted; the CPU runs other threads
     /// meanwhile, or blocks in its poller when it has none to run. Works
     /// for any fd epoll accepts (sockets, pipes, eventfds, terminals...),
-    /// from this crate or any other. The primitive under [`crate::net`].
+    /// from this crate or any other. Each wait arms a one-shot
+    /// registration on this CPU (one `epoll_ctl`), since lwkt cannot know
+    /// when a foreign fd closes; the sockets of [`crate::net`], which own
+    /// their fds, keep a persistent edge-triggered registration instead
+    /// and wait without that syscall.
     ///
     /// Readiness is level-triggered and may be stale by the time the
     /// thread runs: try the operation on a non-blocking fd, and wait again
@@ -602,5 +606,53 @@ impl CurThread {
             .wait_fd_cur(self.t, self.thread(), fd.as_fd(), interest, timeout);
         self.switch_point();
         r
+    }
+
+    /// [`wait_fd`](Self::wait_fd) on a socket of [`crate::net`], through
+    /// its persistent registration (see `sched/poll.rs`): the caller's
+    /// operation said `WouldBlock`, or [`io_maybe_ready`](Self::io_maybe_ready)
+    /// said it would.
+    pub(crate) fn wait_reg(
+        &mut self,
+        reg: &crate::sched::poll::Registration,
+        fd: std::os::fd::BorrowedFd<'_>,
+        interest: crate::sched::poll::Interest,
+        timeout: Option<Duration>,
+    ) -> std::io::Result<crate::sched::poll::Ready> {
+        if self.sleep_interrupted_by_upcall() {
+            self.switch_point();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "lwkt: wait_fd interrupted",
+            ));
+        }
+        let r = self
+            .core()
+            .wait_reg_cur(self.t, self.thread(), reg, fd, interest, timeout);
+        self.switch_point();
+        r
+    }
+
+    /// Whether an operation for `interest` on `reg`'s socket is worth
+    /// trying (false: the readiness cache on this CPU says it would
+    /// block).
+    #[inline]
+    pub(crate) fn io_maybe_ready(
+        &self,
+        reg: &crate::sched::poll::Registration,
+        interest: crate::sched::poll::Interest,
+    ) -> bool {
+        self.core().reg_maybe_ready(reg, interest)
+    }
+
+    /// Records that `interest` on `reg`'s socket is exhausted (a short
+    /// stream read), where this CPU keeps its readiness cache.
+    #[inline]
+    pub(crate) fn io_clear(
+        &self,
+        reg: &crate::sched::poll::Registration,
+        interest: crate::sched::poll::Interest,
+    ) {
+        self.core().reg_clear(reg, interest);
     }
 }
