@@ -586,26 +586,19 @@ impl CurThread {
     pub fn get_token<'a, T: ?Sized + Send>(&mut self, tok: &'a Token<T>) -> TokenGuard<'a, T> {
         let raw = tok.raw();
         let td = self.thread();
-        let (slot, slow) = match td.toks.acquire_fast(raw, true, td.identity()) {
-            Some(s) => (s, false),
-            None => (
-                self.acquire_slow(raw, true, true)
-                    .expect("a blocking acquisition"),
-                true,
-            ),
+        // The fast path returns straight away: nothing else shares its
+        // frame (a guard built once on both paths, with the switch point
+        // after it, made the uncontended get + release 4x slower).
+        let slot = match td.toks.acquire_fast(raw, true, td.identity()) {
+            Some(s) => s,
+            None => self.get_blocking(raw, true),
         };
-        let g = TokenGuard {
+        TokenGuard {
             token: tok,
             slot,
             owner: self.thread().tid.get(),
             _not_send: PhantomData,
-        };
-        if slow {
-            // A switch point (it may have blocked); the guard exists, so an
-            // exit requested meanwhile unwinds through it.
-            self.switch_point();
         }
-        g
     }
 
     /// Takes `tok` shared, blocking while it is held exclusively by
@@ -623,26 +616,16 @@ impl CurThread {
     ) -> SharedTokenGuard<'a, T> {
         let raw = tok.raw();
         let td = self.thread();
-        let (slot, slow) = match td.toks.acquire_fast(raw, false, td.identity()) {
-            Some(s) => (s, false),
-            None => (
-                self.acquire_slow(raw, false, true)
-                    .expect("a blocking acquisition"),
-                true,
-            ),
+        let slot = match td.toks.acquire_fast(raw, false, td.identity()) {
+            Some(s) => s,
+            None => self.get_blocking(raw, false),
         };
-        let g = SharedTokenGuard {
+        SharedTokenGuard {
             token: tok,
             slot,
             owner: self.thread().tid.get(),
             _not_send: PhantomData,
-        };
-        if slow {
-            // A switch point (it may have blocked); the guard exists, so an
-            // exit requested meanwhile unwinds through it.
-            self.switch_point();
         }
-        g
     }
 
     /// Takes `tok` exclusively if that is possible without blocking;
@@ -682,6 +665,21 @@ impl CurThread {
             owner: self.thread().tid.get(),
             _not_send: PhantomData,
         })
+    }
+
+    /// A blocking acquisition past the fast path, then a switch point (it
+    /// may have blocked). The reference is recorded in the held-token
+    /// array before the switch point, so an exit requested meanwhile
+    /// releases it while the stack unwinds (`drop_all`), though the
+    /// caller's guard does not exist yet.
+    #[track_caller]
+    #[inline(never)]
+    fn get_blocking(&mut self, raw: &RawToken, exclusive: bool) -> u8 {
+        let slot = self
+            .acquire_slow(raw, exclusive, true)
+            .expect("a blocking acquisition");
+        self.switch_point();
+        slot
     }
 
     /// The full acquisition: recursion, the seed's spin, and blocking.
