@@ -164,6 +164,79 @@ pub(crate) fn blocking<T>(
     }
 }
 
+/// A socket whose reads and writes park the thread through [`blocking`]
+/// with its own registration, fd and timeouts.
+pub(crate) trait Parks {
+    /// The socket's registration, fd and timeouts.
+    fn parts(&self) -> (&Registration, BorrowedFd<'_>, &Timeouts);
+
+    /// `op` as a read: waits for readability, with the read timeout.
+    fn park_read<T>(
+        &self,
+        td: &mut CurThread,
+        op: impl FnMut() -> io::Result<T>,
+        exhausted: impl Fn(&T) -> bool,
+    ) -> io::Result<T> {
+        let (reg, fd, t) = self.parts();
+        blocking(td, reg, fd, Interest::READABLE, t.read(), op, exhausted)
+    }
+
+    /// `op` as a write: waits for writability, with the write timeout.
+    fn park_write<T>(
+        &self,
+        td: &mut CurThread,
+        op: impl FnMut() -> io::Result<T>,
+        exhausted: impl Fn(&T) -> bool,
+    ) -> io::Result<T> {
+        let (reg, fd, t) = self.parts();
+        blocking(td, reg, fd, Interest::WRITABLE, t.write(), op, exhausted)
+    }
+}
+
+/// `AsFd` and `AsRawFd` for socket types that wrap a std socket in
+/// `inner`.
+macro_rules! fd_impls {
+    ($t:ty) => {
+        impl std::os::fd::AsFd for $t {
+            fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                std::os::fd::AsFd::as_fd(&self.inner)
+            }
+        }
+
+        impl std::os::fd::AsRawFd for $t {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                std::os::fd::AsRawFd::as_raw_fd(&self.inner)
+            }
+        }
+    };
+}
+pub(crate) use fd_impls;
+
+/// `std::io::Read` and `Write` for [`Io`] over a stream type with
+/// `read`, `write` and `write_all` methods that take the thread.
+macro_rules! stream_io_impls {
+    ($t:ty) => {
+        impl std::io::Read for $crate::net::Io<'_, $t> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.s.read(self.td, buf)
+            }
+        }
+
+        impl std::io::Write for $crate::net::Io<'_, $t> {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.s.write(self.td, buf)
+            }
+            fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+                self.s.write_all(self.td, buf)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use stream_io_impls;
+
 /// `blocking`'s `exhausted` for operations that tell nothing.
 pub(crate) fn never<T>(_: &T) -> bool {
     false

@@ -3,13 +3,13 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::{blocking, never, short_read, write_all, Io, Timeouts};
+use super::{blocking, never, short_read, write_all, Io, Parks, Timeouts};
 use crate::sched::poll::{Interest, Registration};
 use crate::thread::CurThread;
 
@@ -187,17 +187,7 @@ impl TcpListener {
     }
 }
 
-impl AsFd for TcpListener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
-    }
-}
-
-impl AsRawFd for TcpListener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
+super::fd_impls!(TcpListener);
 
 /// A TCP connection whose reads, writes and connect park the calling
 /// thread (`std::net::TcpStream`'s counterpart). `Sync`: one thread may
@@ -316,15 +306,7 @@ impl TcpStream {
     /// after the read timeout; `Interrupted`.
     pub fn read(&self, td: &mut CurThread, buf: &mut [u8]) -> io::Result<usize> {
         let len = buf.len();
-        blocking(
-            td,
-            &self.reg,
-            self.inner.as_fd(),
-            Interest::READABLE,
-            self.timeouts.read(),
-            || (&self.inner).read(buf),
-            short_read(len),
-        )
+        self.park_read(td, || (&self.inner).read(buf), short_read(len))
     }
 
     /// Reads without taking the data out of the socket.
@@ -332,15 +314,7 @@ impl TcpStream {
     /// # Errors
     /// As [`read`](Self::read).
     pub fn peek(&self, td: &mut CurThread, buf: &mut [u8]) -> io::Result<usize> {
-        blocking(
-            td,
-            &self.reg,
-            self.inner.as_fd(),
-            Interest::READABLE,
-            self.timeouts.read(),
-            || self.inner.peek(buf),
-            never,
-        )
+        self.park_read(td, || self.inner.peek(buf), never)
     }
 
     /// Writes what fits (at least one byte), parking until there is room.
@@ -349,15 +323,7 @@ impl TcpStream {
     /// The OS's (`BrokenPipe`, `ConnectionReset`...); `TimedOut` after the
     /// write timeout; `Interrupted`.
     pub fn write(&self, td: &mut CurThread, buf: &[u8]) -> io::Result<usize> {
-        blocking(
-            td,
-            &self.reg,
-            self.inner.as_fd(),
-            Interest::WRITABLE,
-            self.timeouts.write(),
-            || (&self.inner).write(buf),
-            never,
-        )
+        self.park_write(td, || (&self.inner).write(buf), never)
     }
 
     /// Writes all of `buf`, parking as needed (the write timeout applies to
@@ -458,32 +424,12 @@ impl TcpStream {
     }
 }
 
-impl AsFd for TcpStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
+impl super::Parks for TcpStream {
+    fn parts(&self) -> (&Registration, BorrowedFd<'_>, &Timeouts) {
+        (&self.reg, self.inner.as_fd(), &self.timeouts)
     }
 }
 
-impl AsRawFd for TcpStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
+super::fd_impls!(TcpStream);
 
-impl Read for Io<'_, TcpStream> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.s.read(self.td, buf)
-    }
-}
-
-impl Write for Io<'_, TcpStream> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.s.write(self.td, buf)
-    }
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.s.write_all(self.td, buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+super::stream_io_impls!(TcpStream);

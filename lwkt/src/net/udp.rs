@@ -2,11 +2,11 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
-use super::{blocking, never, Timeouts};
-use crate::sched::poll::{Interest, Registration};
+use super::{never, Parks, Timeouts};
+use crate::sched::poll::Registration;
 use crate::thread::CurThread;
 
 /// A UDP socket whose sends and receives park the calling thread
@@ -55,15 +55,7 @@ impl UdpSocket {
     /// # Errors
     /// The OS's; `TimedOut` after the write timeout; `Interrupted`.
     pub fn send_to(&self, td: &mut CurThread, buf: &[u8], addr: SocketAddr) -> io::Result<usize> {
-        blocking(
-            td,
-            &self.reg,
-            self.inner.as_fd(),
-            Interest::WRITABLE,
-            self.timeouts.write(),
-            || self.inner.send_to(buf, addr),
-            never,
-        )
+        self.park_write(td, || self.inner.send_to(buf, addr), never)
     }
 
     /// Receives a datagram and its sender, parking until one arrives.
@@ -71,15 +63,7 @@ impl UdpSocket {
     /// # Errors
     /// The OS's; `TimedOut` after the read timeout; `Interrupted`.
     pub fn recv_from(&self, td: &mut CurThread, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        blocking(
-            td,
-            &self.reg,
-            self.inner.as_fd(),
-            Interest::READABLE,
-            self.timeouts.read(),
-            || self.inner.recv_from(buf),
-            never,
-        )
+        self.park_read(td, || self.inner.recv_from(buf), never)
     }
 
     /// Sends to the connected peer.
@@ -87,15 +71,7 @@ impl UdpSocket {
     /// # Errors
     /// As [`send_to`](Self::send_to); `NotConnected`.
     pub fn send(&self, td: &mut CurThread, buf: &[u8]) -> io::Result<usize> {
-        blocking(
-            td,
-            &self.reg,
-            self.inner.as_fd(),
-            Interest::WRITABLE,
-            self.timeouts.write(),
-            || self.inner.send(buf),
-            never,
-        )
+        self.park_write(td, || self.inner.send(buf), never)
     }
 
     /// Receives from the connected peer.
@@ -104,15 +80,7 @@ impl UdpSocket {
     /// As [`recv_from`](Self::recv_from) (`ConnectionRefused` when an
     /// earlier send drew an ICMP port-unreachable).
     pub fn recv(&self, td: &mut CurThread, buf: &mut [u8]) -> io::Result<usize> {
-        blocking(
-            td,
-            &self.reg,
-            self.inner.as_fd(),
-            Interest::READABLE,
-            self.timeouts.read(),
-            || self.inner.recv(buf),
-            never,
-        )
+        self.park_read(td, || self.inner.recv(buf), never)
     }
 
     /// Sets the timeout of each receive (None: none).
@@ -158,14 +126,10 @@ impl UdpSocket {
     }
 }
 
-impl AsFd for UdpSocket {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
+impl super::Parks for UdpSocket {
+    fn parts(&self) -> (&Registration, BorrowedFd<'_>, &Timeouts) {
+        (&self.reg, self.inner.as_fd(), &self.timeouts)
     }
 }
 
-impl AsRawFd for UdpSocket {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
+super::fd_impls!(UdpSocket);

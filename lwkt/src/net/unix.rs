@@ -2,14 +2,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::{blocking, never, short_read, write_all, Io, Timeouts};
+use super::{blocking, never, short_read, write_all, Io, Parks, Timeouts};
 use crate::sched::poll::{Interest, Registration};
 use crate::thread::CurThread;
 
@@ -66,11 +66,7 @@ impl UnixListener {
     }
 }
 
-impl AsFd for UnixListener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
-    }
-}
+super::fd_impls!(UnixListener);
 
 /// A Unix-domain stream whose reads and writes park the calling thread.
 #[derive(Debug)]
@@ -142,15 +138,7 @@ impl UnixStream {
     /// The OS's; `TimedOut` after the read timeout; `Interrupted`.
     pub fn read(&self, td: &mut CurThread, buf: &mut [u8]) -> io::Result<usize> {
         let len = buf.len();
-        blocking(
-            td,
-            &self.reg,
-            self.inner.as_fd(),
-            Interest::READABLE,
-            self.timeouts.read(),
-            || (&self.inner).read(buf),
-            short_read(len),
-        )
+        self.park_read(td, || (&self.inner).read(buf), short_read(len))
     }
 
     /// Writes what fits, parking until there is room.
@@ -158,15 +146,7 @@ impl UnixStream {
     /// # Errors
     /// The OS's; `TimedOut` after the write timeout; `Interrupted`.
     pub fn write(&self, td: &mut CurThread, buf: &[u8]) -> io::Result<usize> {
-        blocking(
-            td,
-            &self.reg,
-            self.inner.as_fd(),
-            Interest::WRITABLE,
-            self.timeouts.write(),
-            || (&self.inner).write(buf),
-            never,
-        )
+        self.park_write(td, || (&self.inner).write(buf), never)
     }
 
     /// Writes all of `buf`.
@@ -217,32 +197,12 @@ impl UnixStream {
     }
 }
 
-impl AsFd for UnixStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
+impl super::Parks for UnixStream {
+    fn parts(&self) -> (&Registration, BorrowedFd<'_>, &Timeouts) {
+        (&self.reg, self.inner.as_fd(), &self.timeouts)
     }
 }
 
-impl AsRawFd for UnixStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
+super::fd_impls!(UnixStream);
 
-impl Read for Io<'_, UnixStream> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.s.read(self.td, buf)
-    }
-}
-
-impl Write for Io<'_, UnixStream> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.s.write(self.td, buf)
-    }
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.s.write_all(self.td, buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+super::stream_io_impls!(UnixStream);
