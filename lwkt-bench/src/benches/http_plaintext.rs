@@ -32,8 +32,12 @@
 //!
 //! Rows: bench `http_plaintext` (requests/s pipelined at 256 connections,
 //! `cpu_ns` = server CPU time per request) and bench `http_plaintext_p99`
-//! (wrk's p99 latency in µs at the same point); every other point in the
-//! notes.
+//! (p99 latency in µs at the same point); every other point in the
+//! notes. Latencies are the ones wrk measured (one sample per pipelined
+//! batch), read from its histogram by the script's `done` hook with wrk's
+//! coordinated-omission correction undone: that correction assumes one
+//! request per sample and, under pipelining, breaks wrk's percentiles (see
+//! [`wrk_script`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -79,20 +83,88 @@ const DEPTH: u32 = 16;
 const CONNS: [u32; 3] = [64, 256, 1024];
 const HEADLINE: u32 = 256;
 
-/// TechEmpower's pipelining script: `depth` requests per write; its
-/// `done` hook prints the p50 and p99 in µs on a line of its own.
-const PIPELINE_LUA: &str = "init = function(args)
-  local r = {}
-  local depth = tonumber(args[1]) or 1
-  for i = 1, depth do r[i] = wrk.format() end
+/// TechEmpower's pipelining script for a run at `conns` connections with
+/// `depth` requests per write. Its `done` hook prints the
+/// p50, p99 and max latency in µs on a line of its own, computed from the
+/// latencies wrk measured.
+///
+/// Why not wrk's own percentiles: after a run, wrk 4.1 (`stats_correct`
+/// in its `wrk.c`) adds synthetic samples for coordinated omission,
+/// spaced by the run's mean interval per connection *per request*, while
+/// it times pipelined requests *per batch*; the synthetic samples land
+/// below the measured minimum, where its percentile walk (which starts at
+/// the minimum) never counts them, so above a few hundred thousand
+/// requests/s it prints a p99 of 0 or one below its own p50. The hook
+/// reads wrk's histogram through LuaJIT's FFI, checks the layout against
+/// the `min` and `max` wrk reports, undoes that correction exactly (it is
+/// deterministic: every bucket from twice the interval up added its count
+/// to the buckets one, two, ... intervals below it, down to one
+/// interval), and walks the measured samples: one per pipelined batch,
+/// one per request without pipelining. Where the FFI or the layout check
+/// fails it prints wrk's own figures, marked `wrk`.
+fn wrk_script(conns: u32, depth: u32) -> String {
+    // `init` runs in each wrk thread's Lua state and `done` in another, so
+    // the run's shape is written into the script rather than passed as
+    // arguments.
+    format!(
+        "local CONNS = {conns}
+local DEPTH = {depth}
+init = function(args)
+  local r = {{}}
+  for i = 1, DEPTH do r[i] = wrk.format() end
   req = table.concat(r)
 end
 request = function() return req end
-done = function(summary, latency, requests)
-  io.write(string.format(\"LWKT-LATENCY p50 %d p99 %d max %d\\n\",
-    latency:percentile(50), latency:percentile(99), latency.max))
+local function measured(summary, latency)
+  local ok, ffi = pcall(require, \"ffi\")
+  if not ok then return nil end
+  -- wrk's `stats`: count, limit, min, max, then one count per microsecond.
+  local s = ffi.cast(\"uint64_t **\", latency)[0]
+  local lo, hi, limit = tonumber(s[2]), tonumber(s[3]), tonumber(s[1])
+  if lo ~= latency.min or hi ~= latency.max or hi >= limit then return nil end
+  local h = {{}}
+  for v = 0, hi do h[v] = tonumber(s[4 + v]) end
+  local per = math.floor(summary.requests / CONNS)
+  local e = per > 0 and math.floor(summary.duration / per) or 0
+  if e > 0 then
+    for v = hi, 2 * e, -1 do
+      local c = h[v]
+      if c > 0 then
+        local m = v - e
+        while m > e do h[m] = h[m] - c; m = m - e end
+      end
+    end
+  end
+  local n = 0
+  for v = 0, hi do
+    if h[v] < 0 then return nil end
+    n = n + h[v]
+  end
+  -- One sample per completed batch: never more than the responses.
+  if n == 0 or n * DEPTH > summary.requests then return nil end
+  local function pct(p)
+    local rank = math.floor(p / 100 * n + 1)
+    local t = 0
+    for v = lo, hi do
+      t = t + h[v]
+      if t >= rank then return v end
+    end
+    return hi
+  end
+  return pct(50), pct(99), hi, n
 end
-";
+done = function(summary, latency, requests)
+  local p50, p99, max, n = measured(summary, latency)
+  if p50 then
+    io.write(string.format(\"LWKT-LATENCY raw p50 %d p99 %d max %d n %d\\n\", p50, p99, max, n))
+  else
+    io.write(string.format(\"LWKT-LATENCY wrk p50 %d p99 %d max %d\\n\",
+      latency:percentile(50), latency:percentile(99), latency.max))
+  end
+end
+"
+    )
+}
 
 /// Whether `wrk` can be run; the reason when not.
 pub fn wrk_available() -> Result<(), String> {
@@ -150,6 +222,9 @@ struct Point {
     p99_us: f64,
     /// wrk's largest latency (µs).
     max_us: f64,
+    /// Whether p50 and p99 are the measured latencies (see [`wrk_script`])
+    /// rather than wrk's corrected table.
+    measured: bool,
     /// Whether `p99_us` is wrk's max latency standing in for a p99 its
     /// histogram could not give (an upper bound; see `measure`).
     p99_is_max: bool,
@@ -168,13 +243,18 @@ impl Point {
 
     fn describe(&self) -> String {
         format!(
-            "{} conns: {:.0} req/s, p50 {:.0} us, p99 {}, server CPU {:.0}% ({:.0} ns/req){}",
+            "{} conns: {:.0} req/s, p50 {:.0} us{}, p99 {}, server CPU {:.0}% ({:.0} ns/req){}",
             self.conns,
             self.rps,
             self.p50_us,
+            if self.measured {
+                ""
+            } else {
+                " (wrk's corrected figures)"
+            },
             if self.p99_is_max {
                 format!(
-                    "n/a (wrk's histogram printed 0; max {:.0} us, an upper bound)",
+                    "n/a (wrk printed 0; max {:.0} us, an upper bound)",
                     self.p99_us
                 )
             } else if self.p99_ok() {
@@ -247,28 +327,41 @@ fn parse_dur_us(s: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|v| v * mult)
 }
 
-/// Requests/s, p50, p99, socket errors and the max latency (µs; 0 when
-/// the script did not print it).
-fn parse_wrk(out: &str) -> Result<(f64, f64, f64, u64, f64), String> {
+/// What one wrk run printed.
+#[derive(Debug, PartialEq)]
+struct WrkOut {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    /// Socket errors (connect, read, write, timeout).
+    errors: u64,
+    /// The largest latency (µs; 0 when the script did not print it).
+    max_us: f64,
+    /// Whether the percentiles are the measured ones from the script's
+    /// hook (see [`wrk_script`]) rather than wrk's corrected table.
+    measured: bool,
+}
+
+/// Reads requests/s, latencies and errors from wrk's output; the script
+/// hook's line is preferred over wrk's table.
+fn parse_wrk(out: &str) -> Result<WrkOut, String> {
     let mut rps = None;
     let (mut p50, mut p99) = (None, None);
-    let mut lua = None;
+    let mut hook = None;
     let mut max = None;
     let mut errors = 0;
     for l in out.lines() {
         let t = l.trim();
         if let Some(v) = t.strip_prefix("LWKT-LATENCY ") {
-            // From the script's `done` hook, in µs: preferred over the
-            // formatted table (see `measure` on wrk's stray zero p99).
+            // "raw p50 A p99 B max M n N" or "wrk p50 A p99 B max M".
             let f: Vec<&str> = v.split_whitespace().collect();
-            if let [_, a, _, b, rest @ ..] = f.as_slice() {
-                if let (Ok(a), Ok(b)) = (a.parse::<f64>(), b.parse::<f64>()) {
+            if let [kind, "p50", a, "p99", b, "max", m, ..] = f.as_slice() {
+                if let (Ok(a), Ok(b), Ok(m)) = (a.parse::<f64>(), b.parse::<f64>(), m.parse()) {
+                    max = Some(m);
+                    // wrk's own figures can be a stray 0 below the p50.
                     if b > 0.0 && b >= a {
-                        lua = Some((a, b));
+                        hook = Some((a, b, *kind == "raw"));
                     }
-                }
-                if let [_, m] = rest {
-                    max = m.parse::<f64>().ok();
                 }
             }
         } else if let Some(v) = t.strip_prefix("Requests/sec:") {
@@ -285,11 +378,19 @@ fn parse_wrk(out: &str) -> Result<(f64, f64, f64, u64, f64), String> {
                 .sum();
         }
     }
-    if let Some((a, b)) = lua {
-        (p50, p99) = (Some(a), Some(b));
+    let mut measured = false;
+    if let Some((a, b, raw)) = hook {
+        (p50, p99, measured) = (Some(a), Some(b), raw);
     }
     match (rps, p50, p99) {
-        (Some(r), Some(a), Some(b)) => Ok((r, a, b, errors, max.unwrap_or(0.0))),
+        (Some(rps), Some(p50_us), Some(p99_us)) => Ok(WrkOut {
+            rps,
+            p50_us,
+            p99_us,
+            errors,
+            max_us: max.unwrap_or(0.0),
+            measured,
+        }),
         _ => Err(format!("cannot read wrk's output:\n{out}")),
     }
 }
@@ -309,8 +410,12 @@ fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
         .stderr(Stdio::null())
         .status()
         .is_ok();
-    let lua = std::env::temp_dir().join(format!("lwkt-bench-pipeline-{}.lua", std::process::id()));
-    std::fs::write(&lua, PIPELINE_LUA).map_err(|e| format!("writing {}: {e}", lua.display()))?;
+    let lua = |conns: u32, depth: u32| {
+        std::env::temp_dir().join(format!(
+            "lwkt-bench-pipeline-{}-{conns}-{depth}.lua",
+            std::process::id()
+        ))
+    };
 
     let port = free_port()?;
     let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
@@ -366,10 +471,10 @@ fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
         // The same script both ways (depth 1: one request per write, as
         // wrk sends without a script), for its latency hook.
         let depth = if pipelined { DEPTH } else { 1 };
-        cmd.arg("-s")
-            .arg(&lua)
-            .arg(&url)
-            .args(["--", &depth.to_string()]);
+        let script = lua(conns, depth);
+        std::fs::write(&script, wrk_script(conns, depth))
+            .map_err(|e| format!("writing {}: {e}", script.display()))?;
+        cmd.arg("-s").arg(&script).arg(&url);
         let t0 = cpu_ticks(pid)?;
         let w0 = Instant::now();
         let out = cmd
@@ -377,6 +482,7 @@ fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
             .output()
             .map_err(|e| format!("running wrk: {e}"))?;
         let wall = w0.elapsed();
+        let _ = std::fs::remove_file(&script);
         let t1 = cpu_ticks(pid)?;
         if !out.status.success() {
             return Err(format!(
@@ -386,16 +492,18 @@ fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
             ));
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        let (rps, p50_us, p99_us, errors, max_us) = parse_wrk(&text)?;
+        let w = parse_wrk(&text)?;
+        let rps = w.rps;
         let cpu_s = (t1 - t0) as f64 / clk_tck();
         let requests = rps * f64::from(secs);
         Ok(Point {
             conns,
             pipelined,
             rps,
-            p50_us,
-            p99_us,
-            max_us,
+            p50_us: w.p50_us,
+            p99_us: w.p99_us,
+            max_us: w.max_us,
+            measured: w.measured,
             p99_is_max: false,
             cpu_pct: 100.0 * cpu_s / wall.as_secs_f64(),
             cpu_ns: if requests > 0.0 {
@@ -403,7 +511,7 @@ fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
             } else {
                 f64::NAN
             },
-            errors,
+            errors: w.errors,
         })
     };
     // Warm-up: connections, caches, the servers' buffers.
@@ -412,9 +520,10 @@ fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
     let mut points = Vec::new();
     for &pipelined in &[true, false] {
         for &c in conns {
-            // wrk 4.1 now and then prints a 99th percentile of 0 (below its
-            // own median) for a run it otherwise completed: run such a
-            // point again (at most twice more) rather than report it.
+            // The script's hook gives the measured percentiles; where it
+            // cannot read wrk's histogram it prints wrk's own, whose p99
+            // can be 0 or below its p50 (see `wrk_script`): run such a
+            // point again (at most three more times) rather than report it.
             let mut p = run(c, pipelined, secs)?;
             for _ in 0..3 {
                 if p.p99_ok() {
@@ -423,10 +532,8 @@ fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
                 p = run(c, pipelined, secs)?;
             }
             if !p.p99_ok() && p.max_us > 0.0 {
-                // At over a million responses a second wrk 4.1's histogram
-                // prints every percentile as 0 (its mean and max stay
-                // right): report its max latency instead, an upper bound
-                // on the p99, and say so.
+                // Still no usable p99: report wrk's max latency instead, an
+                // upper bound on the p99, and say so.
                 p.p99_us = p.max_us;
                 p.p99_is_max = true;
             }
@@ -441,7 +548,6 @@ fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
         }
     }
     drop(server);
-    let _ = std::fs::remove_file(&lua);
     let head = points
         .iter()
         .find(|p| p.pipelined && p.conns == HEADLINE)
@@ -487,13 +593,16 @@ fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
             value: head.p99_us,
             unit: "us".into(),
             note: Some(format!(
-                "wrk p99 latency pipelined at {HEADLINE} connections (per pipelined batch, as \
-                 wrk times it){}, p50 {:.0} us, server CPU {:.0}%",
+                "p99 latency pipelined at {HEADLINE} connections, per pipelined batch as wrk \
+                 times it{}, p50 {:.0} us, server CPU {:.0}%",
                 if head.p99_is_max {
-                    "; wrk's histogram gave no percentiles at this rate, so this is its MAX \
-                     latency, an upper bound on the p99"
+                    "; wrk gave no usable percentiles, so this is its MAX latency, an upper \
+                     bound on the p99"
+                } else if head.measured {
+                    ", from the latencies wrk measured (its coordinated-omission correction \
+                     undone: it assumes one request per timed sample)"
                 } else {
-                    ""
+                    ", wrk's own corrected percentiles (the hook could not read or check its histogram)"
                 },
                 head.p50_us,
                 head.cpu_pct
@@ -638,19 +747,29 @@ mod tests {
   Socket errors: connect 0, read 3, write 0, timeout 2
 Requests/sec: 808713.39
 ";
-        let (rps, p50, p99, err, _) = parse_wrk(out).unwrap();
-        let with_hook = format!("{out}LWKT-LATENCY p50 2400 p99 17000\n");
-        let (_, a, b, _, _) = parse_wrk(&with_hook).unwrap();
-        assert_eq!((a, b), (2400.0, 17000.0));
-        // A zero p99 from the hook is ignored in favour of the table.
-        let zero = format!("{out}LWKT-LATENCY p50 2400 p99 0 max 31000\n");
+        let w = parse_wrk(out).unwrap();
+        assert_eq!(w.rps, 808713.39);
+        assert!((w.p50_us - 2490.0).abs() < 1e-6);
+        assert!((w.p99_us - 17290.0).abs() < 1e-6);
+        assert_eq!(w.errors, 5);
+        assert!(!w.measured);
+        // The hook's measured figures win over the table.
+        let raw = format!("{out}LWKT-LATENCY raw p50 2400 p99 17000 max 31000 n 155582\n");
+        let r = parse_wrk(&raw).unwrap();
+        assert_eq!(
+            (r.p50_us, r.p99_us, r.max_us, r.measured),
+            (2400.0, 17000.0, 31000.0, true)
+        );
+        // wrk's own figures from the hook win too, but are not "measured".
+        let wrk = format!("{out}LWKT-LATENCY wrk p50 2400 p99 17000 max 31000\n");
+        let k = parse_wrk(&wrk).unwrap();
+        assert_eq!((k.p99_us, k.measured), (17000.0, false));
+        // A zero p99 from the hook is ignored in favour of the table; its
+        // max is kept.
+        let zero = format!("{out}LWKT-LATENCY wrk p50 2400 p99 0 max 31000\n");
         let z = parse_wrk(&zero).unwrap();
-        assert!((z.2 - 17290.0).abs() < 1e-6);
-        assert_eq!(z.4, 31000.0);
-        assert_eq!(rps, 808713.39);
-        assert!((p50 - 2490.0).abs() < 1e-6);
-        assert!((p99 - 17290.0).abs() < 1e-6);
-        assert_eq!(err, 5);
+        assert!((z.p99_us - 17290.0).abs() < 1e-6);
+        assert_eq!((z.max_us, z.measured), (31000.0, false));
         assert_eq!(parse_dur_us("456.00us"), Some(456.0));
         assert_eq!(parse_dur_us("1.50s"), Some(1.5e6));
         assert!(parse_wrk("garbage").is_err());
