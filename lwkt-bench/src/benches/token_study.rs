@@ -1026,7 +1026,15 @@ fn headline_rows(p: &Point, seed: &[Figures], lwkt: &[Figures]) -> Vec<Measureme
     for (imp, runs) in [("seed", seed), ("lwkt", lwkt)] {
         let w = spread(runs.iter().map(|f| f.wasted_per_op));
         let tp = spread(runs.iter().map(|f| f.ops_per_s));
-        let fair = spread(runs.iter().map(|f| f.fairness));
+        // JSON has no infinity: a run where a thread completed no
+        // operation (possible in `--quick`'s short windows on a loaded
+        // machine) counts that thread's operations as 1, a lower bound on
+        // its max/min, and the note says how many runs did.
+        let fair = spread(
+            runs.iter()
+                .map(|f| f.max_ops as f64 / f.min_ops.max(1) as f64),
+        );
+        let starved = runs.iter().filter(|f| f.min_ops == 0).count();
         let cpu = spread(runs.iter().map(|f| f.cpu_ns_per_op)).median;
         let rmw = spread(runs.iter().map(|f| f.rmw_per_op)).median;
         let polls = spread(runs.iter().map(|f| f.repolls_per_switch)).median;
@@ -1068,8 +1076,16 @@ fn headline_rows(p: &Point, seed: &[Figures], lwkt: &[Figures]) -> Vec<Measureme
                 unit: "max/min".into(),
                 note: Some(format!(
                     "{what}: most over fewest operations per thread (1 is fair); median of {} \
-                     runs",
-                    runs.len()
+                     runs{}",
+                    runs.len(),
+                    if starved > 0 {
+                        format!(
+                            "; in {starved} of them a thread completed no operation (counted \
+                             as 1, so the figure is a lower bound)"
+                        )
+                    } else {
+                        String::new()
+                    }
                 )),
                 ..Measurement::default()
             }
@@ -1169,6 +1185,44 @@ mod tests {
     fn fairness_is_max_over_min() {
         assert_eq!(fairness_of(&[2, 4, 8]), (4.0, 2, 8));
         assert!(fairness_of(&[0, 3]).0.is_infinite());
+    }
+
+    /// A run where a thread completed nothing still gives a finite
+    /// fairness row (JSON has no infinity), flagged as a lower bound.
+    #[test]
+    fn a_starved_thread_gives_a_finite_fairness_lower_bound() {
+        let p = Point {
+            cpus: 2,
+            m: 16,
+            n: 4,
+            hold: Hold::Yield,
+            choice: Choice::Hot,
+            shared: false,
+        };
+        let fair = |min_ops, max_ops| Figures {
+            min_ops,
+            max_ops,
+            fairness: fairness_of(&[min_ops, max_ops]).0,
+            ..Figures::default()
+        };
+        let starved = [fair(0, 50), fair(0, 70), fair(10, 20)];
+        let even = [fair(5, 5), fair(5, 5), fair(5, 5)];
+        let rows = headline_rows(&p, &starved, &even);
+        let row = |imp: &str| {
+            rows.iter()
+                .find(|r| r.bench == "token_study_fairness" && r.imp == imp)
+                .unwrap()
+        };
+        let s = row("seed");
+        assert_eq!(s.value, 50.0, "median of 50, 70, 2");
+        assert!(s
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("in 2 of them a thread completed no operation"));
+        let e = row("lwkt");
+        assert_eq!(e.value, 1.0);
+        assert!(!e.note.as_deref().unwrap().contains("no operation"));
     }
 
     /// A tiny real run of each policy: operations complete, the figures
