@@ -324,10 +324,7 @@ enum ChildOutput {
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args
-        .get(1)
-        .is_some_and(|a| a == benches::http_plaintext::SERVE)
-    {
+    if args.get(1).is_some_and(|a| a == benches::server::SERVE) {
         let rest: Vec<String> = args
             .iter()
             .skip(2)

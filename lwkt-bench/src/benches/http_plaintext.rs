@@ -2,7 +2,8 @@
 //! driven by `wrk`, the load generator TechEmpower uses.
 //!
 //! Each implementation's run starts its server as a separate process
-//! (`lwkt-bench __serve http_plaintext IMPL PORT`) pinned to one core, and
+//! (`lwkt-bench __serve http_plaintext IMPL PORT CORE`, see `server.rs`)
+//! pinned to one core, and
 //! runs `wrk -t1` pinned to another core (both cores from this process's
 //! affinity mask; on a one-core machine they share it and the note says
 //! so). The same for every server:
@@ -39,13 +40,13 @@
 //! request per sample and, under pipelining, breaks wrk's percentiles (see
 //! [`wrk_script`]).
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::server::{ready, Server};
 use super::{Bench, Better, Impl};
-use crate::harness::{allowed_cpus, Ctx, Measurement, RunResult, Sample};
+use crate::harness::{Ctx, Measurement, RunResult, Sample};
 
 pub static BENCH: Bench = Bench {
     name: "http_plaintext",
@@ -73,9 +74,6 @@ pub static BENCH: Bench = Bench {
     timeout: Duration::from_secs(120),
     unranked: &[],
 };
-
-/// The subcommand that runs a server (hidden; used by this benchmark).
-pub const SERVE: &str = "__serve";
 
 /// Pipelining depth (TechEmpower's).
 const DEPTH: u32 = 16;
@@ -273,21 +271,6 @@ impl Point {
     }
 }
 
-/// The server process; killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
-}
-
 /// CPU ticks (user + system) the process `pid` has used.
 fn cpu_ticks(pid: u32) -> Result<u64, String> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -397,13 +380,6 @@ fn parse_wrk(out: &str) -> Result<WrkOut, String> {
 
 fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
     wrk_available()?;
-    let cpus = allowed_cpus();
-    let (server_cpu, wrk_cpu) = match cpus.as_slice() {
-        [a, b, ..] => (*a, *b),
-        [a] => (*a, *a),
-        [] => (0, 0),
-    };
-    let shared = server_cpu == wrk_cpu;
     let taskset = Command::new("taskset")
         .arg("--version")
         .stdout(Stdio::null())
@@ -417,36 +393,12 @@ fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
         ))
     };
 
-    let port = free_port()?;
-    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
-    let mut child = Command::new(exe)
-        .args([
-            SERVE,
-            BENCH.name,
-            imp,
-            &port.to_string(),
-            &server_cpu.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("starting the server: {e}"))?;
-    let stdout = child.stdout.take().ok_or("no server stdout")?;
-    let server = Server(child);
-    let pid = server.0.id();
-    // The server prints "ready" once it listens.
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(|e| format!("server output: {e}"))?;
-    if line.trim() != "ready" {
-        return Err(format!("server did not start: {line:?}"));
-    }
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let server = Server::start(BENCH.name, imp)?;
+    let (pid, addr) = (server.pid(), server.addr);
+    let (server_cpu, wrk_cpu, shared) = (server.server_cpu, server.client_cpu, server.shared());
     TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("server not reachable: {e}"))?;
-    let url = format!("http://127.0.0.1:{port}/plaintext");
+    let url = format!("http://{addr}/plaintext");
     let secs = if ctx.quick { 1 } else { 3 };
     let run = |conns: u32, pipelined: bool, secs: u32| -> Result<Point, String> {
         let mut cmd = if taskset {
@@ -613,7 +565,7 @@ fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
 }
 
 // ---------------------------------------------------------------------
-// The servers (run in their own process by `serve_main`)
+// The servers (run in their own process by `server::serve_main`)
 // ---------------------------------------------------------------------
 
 /// Runs the `imp` server on `addr` until killed (see the module header).
@@ -625,12 +577,6 @@ pub fn serve(imp: &str, addr: SocketAddr) -> Result<(), String> {
         "std_thread" => serve_std(addr),
         _ => Err(format!("unknown server `{imp}`")),
     }
-}
-
-fn ready() {
-    let mut o = std::io::stdout();
-    let _ = writeln!(o, "ready");
-    let _ = o.flush();
 }
 
 fn serve_lwkt(addr: SocketAddr) -> Result<(), String> {

@@ -17,6 +17,7 @@ mod max_threads;
 mod migrate_roundtrip;
 mod preempt_latency;
 mod scaling;
+pub mod server;
 mod sleeping_thread_rss;
 mod spawn_join;
 mod tcp_echo_c10k;
@@ -146,44 +147,7 @@ pub fn precondition(bench: &Bench) -> Result<(), String> {
     }
 }
 
-/// `lwkt-bench __serve BENCH IMPL PORT CORE`: the server side of a
-/// benchmark whose server runs in its own process. Pins itself to `CORE`
-/// (every thread it starts inherits the mask), serves on 127.0.0.1:PORT,
-/// prints `ready` once it listens, and runs until killed.
-pub fn serve_main(args: &[String]) -> std::process::ExitCode {
-    use std::process::ExitCode;
-    let [bench, imp, port, core] = args else {
-        eprintln!(
-            "usage: lwkt-bench {} BENCH IMPL PORT CORE",
-            http_plaintext::SERVE
-        );
-        return ExitCode::from(2);
-    };
-    let (Ok(port), Ok(core)) = (port.parse::<u16>(), core.parse::<usize>()) else {
-        eprintln!(
-            "lwkt-bench {}: PORT and CORE must be numbers",
-            http_plaintext::SERVE
-        );
-        return ExitCode::from(2);
-    };
-    if let Err(e) = crate::harness::pin_current_thread(core) {
-        eprintln!("lwkt-bench {}: {e}", http_plaintext::SERVE);
-        return ExitCode::from(2);
-    }
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let r = match bench.as_str() {
-        "http_plaintext" => http_plaintext::serve(imp, addr),
-        "tcp_echo_c10k" => tcp_echo_c10k::serve(imp, addr),
-        _ => Err(format!("`{bench}` has no server")),
-    };
-    match r {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("lwkt-bench {} {bench} {imp}: {e}", http_plaintext::SERVE);
-            ExitCode::FAILURE
-        }
-    }
-}
+pub use server::serve_main;
 
 pub fn find(name: &str) -> Option<&'static Bench> {
     ALL.iter().copied().find(|b| b.name == name)

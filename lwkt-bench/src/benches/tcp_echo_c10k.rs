@@ -3,7 +3,8 @@
 //! waiting for its echo, in turn, over and over.
 //!
 //! The server runs as its own process pinned to one core
-//! (`lwkt-bench __serve tcp_echo_c10k IMPL PORT CORE`): `lwkt` (a 1-CPU
+//! (`lwkt-bench __serve tcp_echo_c10k IMPL PORT CORE`, see `server.rs`):
+//! `lwkt` (a 1-CPU
 //! runtime, a thread per connection at the default stack size) or `tokio`
 //! (a current_thread runtime, a task per connection), both with the same
 //! 512-byte buffer per connection. The client side is the same for both:
@@ -17,15 +18,14 @@
 //! Rows: bench `tcp_echo_c10k` (round trips/s), `tcp_echo_c10k_rss`
 //! (server KiB per connection) and `tcp_echo_c10k_p99` (µs).
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::server::{ready, Server};
 use super::{Bench, Better, Impl};
-use crate::harness::{allowed_cpus, pin_current_thread, Ctx, Measurement, RunResult, Sample};
+use crate::harness::{pin_current_thread, Ctx, Measurement, RunResult, Sample};
 
 pub static BENCH: Bench = Bench {
     name: "tcp_echo_c10k",
@@ -99,15 +99,6 @@ fn rss_kib(pid: u32) -> Result<u64, String> {
         .ok_or_else(|| "no VmRSS".to_string())
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
     let conns = if ctx.quick { QUICK_CONNS } else { CONNS };
     let limit = raise_nofile();
@@ -116,40 +107,9 @@ fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
             "open-file limit {limit} is below the {conns} connections needed (raise `ulimit -n`)"
         ));
     }
-    let cpus = allowed_cpus();
-    let (server_cpu, client_cpu) = match cpus.as_slice() {
-        [a, b, ..] => (*a, *b),
-        [a] => (*a, *a),
-        [] => (0, 0),
-    };
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        l.local_addr().map_err(|e| e.to_string())?.port()
-    };
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
-        .args([
-            super::http_plaintext::SERVE,
-            BENCH.name,
-            imp,
-            &port.to_string(),
-            &server_cpu.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("starting the server: {e}"))?;
-    let stdout = child.stdout.take().ok_or("no server stdout")?;
-    let server = Server(child);
-    let pid = server.0.id();
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    if line.trim() != "ready" {
-        return Err(format!("server did not start: {line:?}"));
-    }
+    let server = Server::start(BENCH.name, imp)?;
+    let (pid, addr) = (server.pid(), server.addr);
+    let (server_cpu, client_cpu) = (server.server_cpu, server.client_cpu);
     std::thread::sleep(Duration::from_millis(100));
     let rss0 = rss_kib(pid)?;
     pin_current_thread(client_cpu)?;
@@ -158,7 +118,6 @@ fn measure(ctx: &Ctx, imp: &str, setup: &str) -> RunResult {
     } else {
         Duration::from_secs(4)
     };
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -290,12 +249,6 @@ pub fn serve(imp: &str, addr: SocketAddr) -> Result<(), String> {
         "tokio" => serve_tokio(addr),
         _ => Err(format!("unknown server `{imp}`")),
     }
-}
-
-fn ready() {
-    let mut o = std::io::stdout();
-    let _ = writeln!(o, "ready");
-    let _ = o.flush();
 }
 
 fn serve_lwkt(addr: SocketAddr) -> Result<(), String> {
