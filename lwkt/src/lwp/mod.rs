@@ -368,12 +368,14 @@ struct ProcState {
     sigpend: SigSet,
     /// Set when the last LWP exited.
     status: Option<ExitStatus>,
-    /// The structure of the last LWP freed while nobody else referred to
-    /// it (no thread, no `LwpRef`, no `LwpCtl`: `Arc::get_mut` succeeded),
-    /// kept for the next `create` instead of a free and an allocation.
-    /// Invariant: when set, this is the only reference, so its reuse is
-    /// unobservable. It refers to the process (`Lwp::proc`): dropped when
-    /// the process ends, so the cycle does not outlive it.
+    /// The structure of the last LWP freed, kept for the next `create`
+    /// instead of a free and an allocation. Others may still refer to it
+    /// when it is kept (its own thread, finishing a detached exit; an
+    /// `LwpRef` or `LwpCtl`): `new_lwp` reuses it only when the reference
+    /// count proves this is then the only reference (see there), so its
+    /// reuse is unobservable, and else lets it go. It refers to the
+    /// process (`Lwp::proc`): dropped when the process ends, so the cycle
+    /// does not outlive it.
     spare: Option<Arc<Lwp>>,
 }
 
@@ -389,6 +391,16 @@ struct LwpTable {
 
 impl LwpTable {
     fn pos(&self, lid: u32) -> Option<usize> {
+        // The newest LWP (the usual one to look up: it was just created,
+        // it exits, it is collected) is last, and the first LWP (often the
+        // creator) first: both checked before the search.
+        let n = self.v.len();
+        if n > 0 && self.v[n - 1].0 == lid {
+            return Some(n - 1);
+        }
+        if n > 0 && self.v[0].0 == lid {
+            return Some(0);
+        }
         self.v.binary_search_by_key(&lid, |e| e.0).ok()
     }
     fn get(&self, lid: &u32) -> Option<&LwpRec> {
@@ -580,8 +592,22 @@ impl ProcState {
     /// A new LWP structure: the spare one when there is one (see
     /// `spare`), else a fresh allocation.
     fn new_lwp(&mut self, p: &Arc<ProcInner>, lid: u32) -> Arc<Lwp> {
-        if let Some(mut spare) = self.spare.take() {
-            if let Some(l) = Arc::get_mut(&mut spare) {
+        if let Some(spare) = self.spare.take() {
+            // `Arc::get_mut` without its compare-and-swap on the weak count
+            // (which only guards against a `Weak` being upgraded
+            // meanwhile): no `Weak<Lwp>` is ever made, so the strong count
+            // alone tells whether this is the only reference, and with
+            // `spare` being it nobody can make another. The fence pairs
+            // with the Release decrement of the last other holder's drop,
+            // as `get_mut`'s Acquire does.
+            if Arc::strong_count(&spare) == 1 && Arc::weak_count(&spare) == 0 {
+                std::sync::atomic::fence(Ordering::Acquire);
+                // SAFETY: `spare` is the only `Arc` to this structure and
+                // no `Weak` exists (see above), so nothing else can reach
+                // it until it is handed out below: this is `get_mut`'s
+                // exclusive access. The pointer comes from `Arc::as_ptr`,
+                // which keeps the allocation's write permission.
+                let l = unsafe { &mut *Arc::as_ptr(&spare).cast_mut() };
                 l.reset(lid);
                 return spare;
             }
@@ -615,7 +641,7 @@ impl ProcState {
 
     /// [`free`](Self::free) of the record at index `i`.
     fn free_at(&mut self, i: usize) -> i32 {
-        let (_, mut rec) = if i + 1 == self.lwps.v.len() {
+        let (_, rec) = if i + 1 == self.lwps.v.len() {
             self.lwps.v.pop().expect("index checked")
         } else {
             self.lwps.v.remove(i)
@@ -626,8 +652,9 @@ impl ProcState {
             self.ndetached -= 1;
         }
         rec.lwp.reaped.store(true, Ordering::Release);
-        if self.status.is_none() && Arc::get_mut(&mut rec.lwp).is_some() {
-            // Nobody else refers to it: keep it for the next create.
+        if self.status.is_none() {
+            // Kept for the next create, which reuses it only if by then
+            // nobody else refers to it (see `spare`).
             self.spare = Some(rec.lwp);
         }
         rec.exit_value
@@ -874,7 +901,14 @@ impl Upcall for Lwp {
 
 /// The running LWP's context, if the calling thread is an LWP.
 pub(crate) fn current_ctx(td: &CurThread) -> Option<&Lwp> {
-    td.upcall()?.as_any().downcast_ref::<Lwp>()
+    let u = td.upcall()?;
+    debug_assert!(u.as_any().is::<Lwp>());
+    // SAFETY: `Lwp` is the only implementor of the crate-private `Upcall`
+    // trait, and `lwp_main` the only place that attaches one, so a thread's
+    // upcall is always an `Lwp`: the data pointer of the trait object is
+    // one (the `Any` check above confirms it in debug builds). This is
+    // what `downcast_ref` does after its two dynamic calls.
+    Some(unsafe { &*Arc::as_ptr(u).cast::<Lwp>() })
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -1482,8 +1516,10 @@ impl Proc {
         if detached {
             st.ndetached += 1;
         }
-        crate::thread::trace::lwp_state(p.pid, lid, 0, LwpState::Idl.netbsd());
-        crate::thread::trace::lwp_state(p.pid, lid, tid, state.netbsd());
+        // The creator's own CPU, at hand (no thread-local lookup).
+        let core = td.core();
+        crate::trace::trace_event!(core, tr_lwp_state(p.pid, lid, 0, LwpState::Idl.netbsd()));
+        crate::trace::trace_event!(core, tr_lwp_state(p.pid, lid, tid, state.netbsd()));
         let waiters = st.nsleep > 0;
         drop(st);
         td.preempt_point();
