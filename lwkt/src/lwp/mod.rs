@@ -348,7 +348,11 @@ struct ProcState {
     nzomb: usize,
     /// Detached LWPs not freed yet (`p_ndlwps`).
     ndetached: usize,
-    /// LWPs in `wait` (`p_nlwpwait`).
+    /// LWPs in `wait` (`p_nlwpwait`), less those whose wait another
+    /// LWP's change has ended (`LwpRec::wait_over`). Invariant: exactly
+    /// the waiters that only some LWP's exit can make return (barring
+    /// signals, suspends and stops, as in NetBSD), so the "every other
+    /// live LWP is waiting" check can trust it.
     nwait: usize,
     /// LWPs in `wait` that may be asleep on `wait_chan`: counted, under
     /// this lock, by a waiter that found nothing to collect *after* it
@@ -469,9 +473,14 @@ struct LwpRec {
     waiter: u32,
     /// In `wait`...
     waiting: bool,
+    /// ...but that wait was ended by another LWP's change (its target
+    /// detached or collected by another, or no candidate left), and it
+    /// has not looked since: not counted in `nwait` (see there). The
+    /// waiter counts itself again when it looks (`try_collect`), and the
+    /// look decides afresh (a new LWP may have become a candidate).
+    wait_over: bool,
     /// ...for this LWP (0: any).
     waitingfor: u32,
-    exit_value: i32,
     sigpend: SigSet,
     thread: Option<ThreadRef>,
 }
@@ -633,7 +642,9 @@ impl ProcState {
     }
 
     /// Frees a zombie's record (collected or detached); returns its exit
-    /// value.
+    /// value. Every caller then calls `end_over_waits` (waits for it, or
+    /// for any LWP when it was the last candidate, are over); not done
+    /// here, where it costs the common path a spill of the record.
     fn free(&mut self, lid: u32) -> i32 {
         let i = self.lwps.pos(lid).expect("lwkt: LWP record missing");
         self.free_at(i)
@@ -652,12 +663,14 @@ impl ProcState {
             self.ndetached -= 1;
         }
         rec.lwp.reaped.store(true, Ordering::Release);
+        // Stored by the exiting thread before its exit took the lock.
+        let v = rec.lwp.exit_value.load(Ordering::Relaxed);
         if self.status.is_none() {
             // Kept for the next create, which reuses it only if by then
             // nobody else refers to it (see `spare`).
             self.spare = Some(rec.lwp);
         }
-        rec.exit_value
+        v
     }
 
     /// The threads of live LWPs other than `except`, with whether each is
@@ -684,35 +697,57 @@ impl ProcState {
                 }
             }
         }
-        self.nwait -= 1;
         if slept {
             self.nsleep -= 1;
         }
-        if let Some(r) = self.lwps.get_mut(&me) {
-            r.waiting = false;
-            r.waitingfor = 0;
+        let r = self
+            .lwps
+            .get_mut(&me)
+            .expect("lwkt: live LWP without a record");
+        r.waiting = false;
+        r.waitingfor = 0;
+        if !std::mem::take(&mut r.wait_over) {
+            self.nwait -= 1;
         }
     }
 
-    /// The waiting LWPs whose wait cannot end without some other LWP
-    /// exiting: `me` (deciding now), and every other waiter except those
-    /// whose next look will end their wait without one: a target that is
-    /// gone or detached (`ESRCH`) or that waits for them (`EDEADLK`), or,
-    /// for a wait for any LWP, no undetached LWP left but themselves.
-    fn blocked_waiters(&self, me: u32) -> usize {
-        let over = |w: u32, want: u32| {
-            if want != 0 {
-                self.lwps
-                    .get(&want)
-                    .map_or(true, |t| t.detached || (t.waiting && t.waitingfor == w))
-            } else {
-                !self.lwps.iter().any(|(&l2, r)| l2 != w && !r.detached)
+    /// Whether the next look of waiter `w` (waiting for `want`, 0: any)
+    /// will end its wait without any LWP exiting: its target is gone or
+    /// detached (`ESRCH`) or waits for it (`EDEADLK`), or, for a wait for
+    /// any LWP, no undetached LWP is left but itself (`ESRCH`).
+    fn wait_is_over(&self, w: u32, want: u32) -> bool {
+        if want != 0 {
+            self.lwps
+                .get(&want)
+                .map_or(true, |t| t.detached || (t.waiting && t.waitingfor == w))
+        } else {
+            !self.lwps.iter().any(|(&l2, r)| l2 != w && !r.detached)
+        }
+    }
+
+    /// After a change that can end other LWPs' waits without an exit (a
+    /// detach, a record freed): takes every waiter whose wait it ended
+    /// out of `nwait` (see `LwpRec::wait_over`), so that `nwait` stays
+    /// exact before those waiters run again. Callers wake the wait
+    /// channel (they already do for the change itself). Costs nothing
+    /// while nobody waits.
+    #[inline]
+    fn end_over_waits(&mut self) {
+        if self.nwait != 0 {
+            self.end_over_waits_scan();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn end_over_waits_scan(&mut self) {
+        for i in 0..self.lwps.v.len() {
+            let (w, r) = &self.lwps.v[i];
+            if r.waiting && !r.wait_over && self.wait_is_over(*w, r.waitingfor) {
+                self.lwps.v[i].1.wait_over = true;
+                self.nwait -= 1;
             }
-        };
-        self.lwps
-            .iter()
-            .filter(|&(&w, r)| r.waiting && (w == me || !over(w, r.waitingfor)))
-            .count()
+        }
     }
 
     /// Whether following "waiting for" links from `from` comes back to
@@ -1012,7 +1047,6 @@ fn lwp_exited(p: &Arc<ProcInner>, lwp: &Lwp, value: i32, why: Option<ExitStatus>
     let others = why.and_then(|w| st.start_exit(w, lwp.lid));
     if let Some(i) = st.lwps.pos(lwp.lid) {
         let rec = &mut st.lwps.v[i].1;
-        rec.exit_value = value;
         rec.thread = None;
         rec.suspend_req = false;
         rec.sigpend = SigSet::EMPTY;
@@ -1020,6 +1054,7 @@ fn lwp_exited(p: &Arc<ProcInner>, lwp: &Lwp, value: i32, why: Option<ExitStatus>
         st.set_state_at(i, LwpState::Zomb);
         if detached {
             st.free_at(i);
+            st.end_over_waits();
         }
     }
     let finished = st.nlive == 0 && st.status.is_none();
@@ -1351,8 +1386,8 @@ impl Proc {
                 suspend_req: b.flags.contains(LwpFlags::SUSPENDED) || creator_stopping,
                 waiter: 0,
                 waiting: false,
+                wait_over: false,
                 waitingfor: 0,
-                exit_value: 0,
                 sigpend: SigSet::EMPTY,
                 thread: None,
             };
@@ -1502,8 +1537,8 @@ impl Proc {
             suspend_req,
             waiter: 0,
             waiting: false,
+            wait_over: false,
             waitingfor: 0,
-            exit_value: 0,
             sigpend: SigSet::EMPTY,
             thread: Some(jh.into_thread()),
         };
@@ -1589,6 +1624,7 @@ impl Proc {
                     if rec.state == LwpState::Zomb && !rec.detached {
                         debug_assert!(!rec.waiting);
                         let v = st.free_at(i);
+                        st.end_over_waits();
                         // Other waiters for it must look again (ESRCH).
                         let others = st.nsleep > 0;
                         drop(st);
@@ -1715,6 +1751,13 @@ impl Proc {
                 why,
             }))
         };
+        // Counted in `nwait` again for this look, if another LWP's change
+        // had taken us out (see `LwpRec::wait_over`).
+        if let Some(i) = st.lwps.pos(me) {
+            if std::mem::take(&mut st.lwps.v[i].1.wait_over) {
+                st.nwait += 1;
+            }
+        }
         let mut nfound = 0;
         let mut found = None;
         for (i, (l2, rec)) in st.lwps.v.iter_mut().enumerate() {
@@ -1749,6 +1792,7 @@ impl Proc {
         }
         if let Some((i, l2)) = found {
             let v = st.free_at(i);
+            st.end_over_waits();
             return Some(Ok((Lid(l2), v)));
         }
         if nfound == 0 {
@@ -1761,10 +1805,9 @@ impl Proc {
             return deadlock("the wait would close a cycle of waiting LWPs");
         }
         let live = (st.nrun + st.nzomb) as i64 - st.ndetached as i64;
-        // `nwait` also counts waiters whose wait is already over but who
-        // have not run since (a detach ended it): only a real deadlock,
-        // counted without them, fails the wait. The recount is rare.
-        if live <= st.nwait as i64 && live <= st.blocked_waiters(me) as i64 {
+        // Exact: waiters whose wait another LWP ended are not counted (see
+        // `ProcState::nwait`).
+        if live <= st.nwait as i64 {
             return deadlock("every other live LWP is waiting");
         }
         None
@@ -1922,6 +1965,8 @@ impl Proc {
         if zombie {
             st.free(lid.0);
         }
+        // Waits for it are over (`ESRCH`) before their waiters run.
+        st.end_over_waits();
         drop(st);
         p.wake_waiters();
         Ok(())
@@ -2112,7 +2157,8 @@ impl Proc {
                     state,
                     detached: r.detached,
                     cpu,
-                    exit_value: (r.state == LwpState::Zomb).then_some(r.exit_value),
+                    exit_value: (r.state == LwpState::Zomb)
+                        .then(|| r.lwp.exit_value.load(Ordering::Relaxed)),
                 }
             })
             .collect()
