@@ -1633,3 +1633,29 @@ fn a_wait_ended_by_another_collector_is_no_deadlock_before_the_waiter_runs() {
         })
     });
 }
+
+/// An `LwpRef` held across its LWP's collection is then the only
+/// reference to it (`refs() == 1`): the process keeps no structure a
+/// reference still points at, so the next LWP gets one of its own and the
+/// old reference goes on reading its own LWP (lid, exit value, freed).
+#[test]
+fn a_reference_held_across_collection_is_the_only_one_left() {
+    bounded(30, "ref after collect", || {
+        in_proc_ok(1, |td| {
+            let p = td.proc().unwrap();
+            let l = p.create_lwp(td, LwpBuilder::new(), |_| 5).unwrap();
+            let r = p.lwp_ref(l).unwrap();
+            assert_eq!(p.wait(td, Some(l)).unwrap(), (l, 5));
+            assert!(r.is_freed());
+            assert_eq!(r.refs(), 1);
+            for v in 6..9 {
+                let l2 = p.create_lwp(td, LwpBuilder::new(), move |_| v).unwrap();
+                assert_eq!(p.wait(td, Some(l2)).unwrap(), (l2, v));
+            }
+            assert_eq!((r.lid(), r.exit_value(), r.is_freed()), (l, Some(5), true));
+            assert_eq!(r.state(), LwpState::Zomb);
+            assert_eq!(r.refs(), 1);
+            0
+        })
+    });
+}

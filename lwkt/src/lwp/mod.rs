@@ -372,14 +372,14 @@ struct ProcState {
     sigpend: SigSet,
     /// Set when the last LWP exited.
     status: Option<ExitStatus>,
-    /// The structure of the last LWP freed, kept for the next `create`
-    /// instead of a free and an allocation. Others may still refer to it
-    /// when it is kept (its own thread, finishing a detached exit; an
-    /// `LwpRef` or `LwpCtl`): `new_lwp` reuses it only when the reference
-    /// count proves this is then the only reference (see there), so its
-    /// reuse is unobservable, and else lets it go. It refers to the
-    /// process (`Lwp::proc`): dropped when the process ends, so the cycle
-    /// does not outlive it.
+    /// The structure of the last LWP freed while nobody else referred to
+    /// it (no thread, no `LwpRef`, no `LwpCtl`: its reference count was
+    /// 1), kept for the next `create` instead of a free and an
+    /// allocation. Invariant: when set, this is the only reference (only
+    /// `free_at` sets it, after that test; only `new_lwp` takes it out),
+    /// so its reuse is unobservable and needs no second test. It refers
+    /// to the process (`Lwp::proc`): dropped when the process ends, so the
+    /// cycle does not outlive it.
     spare: Option<Arc<Lwp>>,
 }
 
@@ -602,24 +602,16 @@ impl ProcState {
     /// `spare`), else a fresh allocation.
     fn new_lwp(&mut self, p: &Arc<ProcInner>, lid: u32) -> Arc<Lwp> {
         if let Some(spare) = self.spare.take() {
-            // `Arc::get_mut` without its compare-and-swap on the weak count
-            // (which only guards against a `Weak` being upgraded
-            // meanwhile): no `Weak<Lwp>` is ever made, so the strong count
-            // alone tells whether this is the only reference, and with
-            // `spare` being it nobody can make another. The fence pairs
-            // with the Release decrement of the last other holder's drop,
-            // as `get_mut`'s Acquire does.
-            if Arc::strong_count(&spare) == 1 && Arc::weak_count(&spare) == 0 {
-                std::sync::atomic::fence(Ordering::Acquire);
-                // SAFETY: `spare` is the only `Arc` to this structure and
-                // no `Weak` exists (see above), so nothing else can reach
-                // it until it is handed out below: this is `get_mut`'s
-                // exclusive access. The pointer comes from `Arc::as_ptr`,
-                // which keeps the allocation's write permission.
-                let l = unsafe { &mut *Arc::as_ptr(&spare).cast_mut() };
-                l.reset(lid);
-                return spare;
-            }
+            debug_assert!(Arc::strong_count(&spare) == 1 && Arc::weak_count(&spare) == 0);
+            // SAFETY: `spare` is the only reference to this structure (the
+            // invariant of `ProcState::spare`, checked by `free_at` when it
+            // kept it; nobody can have cloned it since, as only this
+            // function takes it out): this is `Arc::get_mut`'s exclusive
+            // access, until it is handed out below. The pointer comes from
+            // `Arc::as_ptr`, which keeps the allocation's write permission.
+            let l = unsafe { &mut *Arc::as_ptr(&spare).cast_mut() };
+            l.reset(lid);
+            return spare;
         }
         Arc::new(Lwp::new(lid, p.clone()))
     }
@@ -665,9 +657,19 @@ impl ProcState {
         rec.lwp.reaped.store(true, Ordering::Release);
         // Stored by the exiting thread before its exit took the lock.
         let v = rec.lwp.exit_value.load(Ordering::Relaxed);
-        if self.status.is_none() {
-            // Kept for the next create, which reuses it only if by then
-            // nobody else refers to it (see `spare`).
+        // `Arc::get_mut`'s test without its compare-and-swap on the weak
+        // count (which only guards against a `Weak` being upgraded
+        // meanwhile): no `Weak<Lwp>` is ever made, so a strong count of 1
+        // means this is the only reference, and with the record holding it
+        // nobody can make another. The fence pairs with the Release
+        // decrement of the last other holder's drop, as `get_mut`'s
+        // Acquire does.
+        if self.status.is_none()
+            && Arc::strong_count(&rec.lwp) == 1
+            && Arc::weak_count(&rec.lwp) == 0
+        {
+            std::sync::atomic::fence(Ordering::Acquire);
+            // Nobody else refers to it: keep it for the next create.
             self.spare = Some(rec.lwp);
         }
         v
