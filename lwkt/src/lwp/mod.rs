@@ -740,6 +740,7 @@ impl ProcState {
         }
     }
 
+    /// The scan of [`end_over_waits`](Self::end_over_waits), out of line.
     #[cold]
     #[inline(never)]
     fn end_over_waits_scan(&mut self) {
