@@ -1572,3 +1572,90 @@ fn a_wait_ended_by_detach_is_no_deadlock_before_the_waiter_runs() {
         })
     });
 }
+
+/// The same for a wait whose target another LWP collects first (a wait
+/// for a zombie by name takes it, whoever else waits for it): the first
+/// waiter's wait is over (`ESRCH`) before it runs again, so an LWP that
+/// then waits for that waiter is not in a deadlock.
+#[test]
+fn a_wait_ended_by_another_collector_is_no_deadlock_before_the_waiter_runs() {
+    bounded(30, "collect ends wait", || {
+        in_proc_ok(2, |td| {
+            let p = td.proc().unwrap();
+            let go = Arc::new(AtomicBool::new(false));
+            let target = p
+                .create_lwp(td, LwpBuilder::new(), spinner(go.clone()))
+                .unwrap();
+            let out = Arc::new(Mutex::new(None));
+            let (p2, o2) = (p.clone(), out.clone());
+            let w = p
+                .create_lwp(td, LwpBuilder::new().cpu(1), move |td| {
+                    *o2.lock().unwrap() = Some(p2.wait(td, Some(target)).map_err(|e| e.errno()));
+                    0
+                })
+                .unwrap();
+            yield_until(td, "the waiter asleep", || {
+                p.state(w) == Some(LwpState::Sleep)
+            });
+            // Hold CPU 1 without a switch point until released.
+            let (hogging, release) = (
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(false)),
+            );
+            let (h2, r2) = (hogging.clone(), release.clone());
+            let hog = lwkt::ThreadBuilder::new()
+                .cpu(1)
+                .spawn(td, move |_| {
+                    h2.store(true, Ordering::Release);
+                    while !r2.load(Ordering::Acquire) {
+                        std::hint::spin_loop();
+                    }
+                })
+                .unwrap();
+            yield_until(td, "the hog running", || hogging.load(Ordering::Acquire));
+            // The target exits (on this CPU) while its waiter cannot run.
+            go.store(true, Ordering::Release);
+            yield_until(td, "the target a zombie", || {
+                p.state(target) == Some(LwpState::Zomb)
+            });
+            assert_eq!(p.wait(td, Some(target)).unwrap(), (target, 0));
+            let timer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                release.store(true, Ordering::Release);
+            });
+            // `w` is still marked as waiting, for an LWP that is gone. Not
+            // a deadlock: `w` will return.
+            assert_eq!(p.wait(td, Some(w)).unwrap(), (w, 0));
+            assert_eq!(out.lock().unwrap().take(), Some(Err(LwpError::ESRCH)));
+            hog.join(td).unwrap();
+            timer.join().unwrap();
+            0
+        })
+    });
+}
+
+/// An `LwpRef` held across its LWP's collection is then the only
+/// reference to it (`refs() == 1`): the process keeps no structure a
+/// reference still points at, so the next LWP gets one of its own and the
+/// old reference goes on reading its own LWP (lid, exit value, freed).
+#[test]
+fn a_reference_held_across_collection_is_the_only_one_left() {
+    bounded(30, "ref after collect", || {
+        in_proc_ok(1, |td| {
+            let p = td.proc().unwrap();
+            let l = p.create_lwp(td, LwpBuilder::new(), |_| 5).unwrap();
+            let r = p.lwp_ref(l).unwrap();
+            assert_eq!(p.wait(td, Some(l)).unwrap(), (l, 5));
+            assert!(r.is_freed());
+            assert_eq!(r.refs(), 1);
+            for v in 6..9 {
+                let l2 = p.create_lwp(td, LwpBuilder::new(), move |_| v).unwrap();
+                assert_eq!(p.wait(td, Some(l2)).unwrap(), (l2, v));
+            }
+            assert_eq!((r.lid(), r.exit_value(), r.is_freed()), (l, Some(5), true));
+            assert_eq!(r.state(), LwpState::Zomb);
+            assert_eq!(r.refs(), 1);
+            0
+        })
+    });
+}

@@ -348,7 +348,11 @@ struct ProcState {
     nzomb: usize,
     /// Detached LWPs not freed yet (`p_ndlwps`).
     ndetached: usize,
-    /// LWPs in `wait` (`p_nlwpwait`).
+    /// LWPs in `wait` (`p_nlwpwait`), less those whose wait another
+    /// LWP's change has ended (`LwpRec::wait_over`). Invariant: exactly
+    /// the waiters that only some LWP's exit can make return (barring
+    /// signals, suspends and stops, as in NetBSD), so the "every other
+    /// live LWP is waiting" check can trust it.
     nwait: usize,
     /// LWPs in `wait` that may be asleep on `wait_chan`: counted, under
     /// this lock, by a waiter that found nothing to collect *after* it
@@ -369,11 +373,13 @@ struct ProcState {
     /// Set when the last LWP exited.
     status: Option<ExitStatus>,
     /// The structure of the last LWP freed while nobody else referred to
-    /// it (no thread, no `LwpRef`, no `LwpCtl`: `Arc::get_mut` succeeded),
-    /// kept for the next `create` instead of a free and an allocation.
-    /// Invariant: when set, this is the only reference, so its reuse is
-    /// unobservable. It refers to the process (`Lwp::proc`): dropped when
-    /// the process ends, so the cycle does not outlive it.
+    /// it (no thread, no `LwpRef`, no `LwpCtl`: its reference count was
+    /// 1), kept for the next `create` instead of a free and an
+    /// allocation. Invariant: when set, this is the only reference (only
+    /// `free_at` sets it, after that test; only `new_lwp` takes it out),
+    /// so its reuse is unobservable and needs no second test. It refers
+    /// to the process (`Lwp::proc`): dropped when the process ends, so the
+    /// cycle does not outlive it.
     spare: Option<Arc<Lwp>>,
 }
 
@@ -389,6 +395,16 @@ struct LwpTable {
 
 impl LwpTable {
     fn pos(&self, lid: u32) -> Option<usize> {
+        // The newest LWP (the usual one to look up: it was just created,
+        // it exits, it is collected) is last, and the first LWP (often the
+        // creator) first: both checked before the search.
+        let n = self.v.len();
+        if n > 0 && self.v[n - 1].0 == lid {
+            return Some(n - 1);
+        }
+        if n > 0 && self.v[0].0 == lid {
+            return Some(0);
+        }
         self.v.binary_search_by_key(&lid, |e| e.0).ok()
     }
     fn get(&self, lid: &u32) -> Option<&LwpRec> {
@@ -457,9 +473,14 @@ struct LwpRec {
     waiter: u32,
     /// In `wait`...
     waiting: bool,
+    /// ...but that wait was ended by another LWP's change (its target
+    /// detached or collected by another, or no candidate left), and it
+    /// has not looked since: not counted in `nwait` (see there). The
+    /// waiter counts itself again when it looks (`try_collect`), and the
+    /// look decides afresh (a new LWP may have become a candidate).
+    wait_over: bool,
     /// ...for this LWP (0: any).
     waitingfor: u32,
-    exit_value: i32,
     sigpend: SigSet,
     thread: Option<ThreadRef>,
 }
@@ -580,11 +601,17 @@ impl ProcState {
     /// A new LWP structure: the spare one when there is one (see
     /// `spare`), else a fresh allocation.
     fn new_lwp(&mut self, p: &Arc<ProcInner>, lid: u32) -> Arc<Lwp> {
-        if let Some(mut spare) = self.spare.take() {
-            if let Some(l) = Arc::get_mut(&mut spare) {
-                l.reset(lid);
-                return spare;
-            }
+        if let Some(spare) = self.spare.take() {
+            debug_assert!(Arc::strong_count(&spare) == 1 && Arc::weak_count(&spare) == 0);
+            // SAFETY: `spare` is the only reference to this structure (the
+            // invariant of `ProcState::spare`, checked by `free_at` when it
+            // kept it; nobody can have cloned it since, as only this
+            // function takes it out): this is `Arc::get_mut`'s exclusive
+            // access, until it is handed out below. The pointer comes from
+            // `Arc::as_ptr`, which keeps the allocation's write permission.
+            let l = unsafe { &mut *Arc::as_ptr(&spare).cast_mut() };
+            l.reset(lid);
+            return spare;
         }
         Arc::new(Lwp::new(lid, p.clone()))
     }
@@ -607,7 +634,9 @@ impl ProcState {
     }
 
     /// Frees a zombie's record (collected or detached); returns its exit
-    /// value.
+    /// value. Every caller then calls `end_over_waits` (waits for it, or
+    /// for any LWP when it was the last candidate, are over); not done
+    /// here, where it costs the common path a spill of the record.
     fn free(&mut self, lid: u32) -> i32 {
         let i = self.lwps.pos(lid).expect("lwkt: LWP record missing");
         self.free_at(i)
@@ -615,7 +644,7 @@ impl ProcState {
 
     /// [`free`](Self::free) of the record at index `i`.
     fn free_at(&mut self, i: usize) -> i32 {
-        let (_, mut rec) = if i + 1 == self.lwps.v.len() {
+        let (_, rec) = if i + 1 == self.lwps.v.len() {
             self.lwps.v.pop().expect("index checked")
         } else {
             self.lwps.v.remove(i)
@@ -626,11 +655,24 @@ impl ProcState {
             self.ndetached -= 1;
         }
         rec.lwp.reaped.store(true, Ordering::Release);
-        if self.status.is_none() && Arc::get_mut(&mut rec.lwp).is_some() {
+        // Stored by the exiting thread before its exit took the lock.
+        let v = rec.lwp.exit_value.load(Ordering::Relaxed);
+        // `Arc::get_mut`'s test without its compare-and-swap on the weak
+        // count (which only guards against a `Weak` being upgraded
+        // meanwhile): no `Weak<Lwp>` is ever made, so a strong count of 1
+        // means this is the only reference, and with the record holding it
+        // nobody can make another. The fence pairs with the Release
+        // decrement of the last other holder's drop, as `get_mut`'s
+        // Acquire does.
+        if self.status.is_none()
+            && Arc::strong_count(&rec.lwp) == 1
+            && Arc::weak_count(&rec.lwp) == 0
+        {
+            std::sync::atomic::fence(Ordering::Acquire);
             // Nobody else refers to it: keep it for the next create.
             self.spare = Some(rec.lwp);
         }
-        rec.exit_value
+        v
     }
 
     /// The threads of live LWPs other than `except`, with whether each is
@@ -657,35 +699,58 @@ impl ProcState {
                 }
             }
         }
-        self.nwait -= 1;
         if slept {
             self.nsleep -= 1;
         }
-        if let Some(r) = self.lwps.get_mut(&me) {
-            r.waiting = false;
-            r.waitingfor = 0;
+        let r = self
+            .lwps
+            .get_mut(&me)
+            .expect("lwkt: live LWP without a record");
+        r.waiting = false;
+        r.waitingfor = 0;
+        if !std::mem::take(&mut r.wait_over) {
+            self.nwait -= 1;
         }
     }
 
-    /// The waiting LWPs whose wait cannot end without some other LWP
-    /// exiting: `me` (deciding now), and every other waiter except those
-    /// whose next look will end their wait without one: a target that is
-    /// gone or detached (`ESRCH`) or that waits for them (`EDEADLK`), or,
-    /// for a wait for any LWP, no undetached LWP left but themselves.
-    fn blocked_waiters(&self, me: u32) -> usize {
-        let over = |w: u32, want: u32| {
-            if want != 0 {
-                self.lwps
-                    .get(&want)
-                    .map_or(true, |t| t.detached || (t.waiting && t.waitingfor == w))
-            } else {
-                !self.lwps.iter().any(|(&l2, r)| l2 != w && !r.detached)
+    /// Whether the next look of waiter `w` (waiting for `want`, 0: any)
+    /// will end its wait without any LWP exiting: its target is gone or
+    /// detached (`ESRCH`) or waits for it (`EDEADLK`), or, for a wait for
+    /// any LWP, no undetached LWP is left but itself (`ESRCH`).
+    fn wait_is_over(&self, w: u32, want: u32) -> bool {
+        if want != 0 {
+            self.lwps
+                .get(&want)
+                .map_or(true, |t| t.detached || (t.waiting && t.waitingfor == w))
+        } else {
+            !self.lwps.iter().any(|(&l2, r)| l2 != w && !r.detached)
+        }
+    }
+
+    /// After a change that can end other LWPs' waits without an exit (a
+    /// detach, a record freed): takes every waiter whose wait it ended
+    /// out of `nwait` (see `LwpRec::wait_over`), so that `nwait` stays
+    /// exact before those waiters run again. Callers wake the wait
+    /// channel (they already do for the change itself). Costs nothing
+    /// while nobody waits.
+    #[inline]
+    fn end_over_waits(&mut self) {
+        if self.nwait != 0 {
+            self.end_over_waits_scan();
+        }
+    }
+
+    /// The scan of [`end_over_waits`](Self::end_over_waits), out of line.
+    #[cold]
+    #[inline(never)]
+    fn end_over_waits_scan(&mut self) {
+        for i in 0..self.lwps.v.len() {
+            let (w, r) = &self.lwps.v[i];
+            if r.waiting && !r.wait_over && self.wait_is_over(*w, r.waitingfor) {
+                self.lwps.v[i].1.wait_over = true;
+                self.nwait -= 1;
             }
-        };
-        self.lwps
-            .iter()
-            .filter(|&(&w, r)| r.waiting && (w == me || !over(w, r.waitingfor)))
-            .count()
+        }
     }
 
     /// Whether following "waiting for" links from `from` comes back to
@@ -874,7 +939,14 @@ impl Upcall for Lwp {
 
 /// The running LWP's context, if the calling thread is an LWP.
 pub(crate) fn current_ctx(td: &CurThread) -> Option<&Lwp> {
-    td.upcall()?.as_any().downcast_ref::<Lwp>()
+    let u = td.upcall()?;
+    debug_assert!(u.as_any().is::<Lwp>());
+    // SAFETY: `Lwp` is the only implementor of the crate-private `Upcall`
+    // trait, and `lwp_main` the only place that attaches one, so a thread's
+    // upcall is always an `Lwp`: the data pointer of the trait object is
+    // one (the `Any` check above confirms it in debug builds). This is
+    // what `downcast_ref` does after its two dynamic calls.
+    Some(unsafe { &*Arc::as_ptr(u).cast::<Lwp>() })
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -978,7 +1050,6 @@ fn lwp_exited(p: &Arc<ProcInner>, lwp: &Lwp, value: i32, why: Option<ExitStatus>
     let others = why.and_then(|w| st.start_exit(w, lwp.lid));
     if let Some(i) = st.lwps.pos(lwp.lid) {
         let rec = &mut st.lwps.v[i].1;
-        rec.exit_value = value;
         rec.thread = None;
         rec.suspend_req = false;
         rec.sigpend = SigSet::EMPTY;
@@ -986,6 +1057,7 @@ fn lwp_exited(p: &Arc<ProcInner>, lwp: &Lwp, value: i32, why: Option<ExitStatus>
         st.set_state_at(i, LwpState::Zomb);
         if detached {
             st.free_at(i);
+            st.end_over_waits();
         }
     }
     let finished = st.nlive == 0 && st.status.is_none();
@@ -1317,8 +1389,8 @@ impl Proc {
                 suspend_req: b.flags.contains(LwpFlags::SUSPENDED) || creator_stopping,
                 waiter: 0,
                 waiting: false,
+                wait_over: false,
                 waitingfor: 0,
-                exit_value: 0,
                 sigpend: SigSet::EMPTY,
                 thread: None,
             };
@@ -1468,8 +1540,8 @@ impl Proc {
             suspend_req,
             waiter: 0,
             waiting: false,
+            wait_over: false,
             waitingfor: 0,
-            exit_value: 0,
             sigpend: SigSet::EMPTY,
             thread: Some(jh.into_thread()),
         };
@@ -1482,8 +1554,10 @@ impl Proc {
         if detached {
             st.ndetached += 1;
         }
-        crate::thread::trace::lwp_state(p.pid, lid, 0, LwpState::Idl.netbsd());
-        crate::thread::trace::lwp_state(p.pid, lid, tid, state.netbsd());
+        // The creator's own CPU, at hand (no thread-local lookup).
+        let core = td.core();
+        crate::trace::trace_event!(core, tr_lwp_state(p.pid, lid, 0, LwpState::Idl.netbsd()));
+        crate::trace::trace_event!(core, tr_lwp_state(p.pid, lid, tid, state.netbsd()));
         let waiters = st.nsleep > 0;
         drop(st);
         td.preempt_point();
@@ -1553,6 +1627,7 @@ impl Proc {
                     if rec.state == LwpState::Zomb && !rec.detached {
                         debug_assert!(!rec.waiting);
                         let v = st.free_at(i);
+                        st.end_over_waits();
                         // Other waiters for it must look again (ESRCH).
                         let others = st.nsleep > 0;
                         drop(st);
@@ -1679,6 +1754,13 @@ impl Proc {
                 why,
             }))
         };
+        // Counted in `nwait` again for this look, if another LWP's change
+        // had taken us out (see `LwpRec::wait_over`).
+        if let Some(i) = st.lwps.pos(me) {
+            if std::mem::take(&mut st.lwps.v[i].1.wait_over) {
+                st.nwait += 1;
+            }
+        }
         let mut nfound = 0;
         let mut found = None;
         for (i, (l2, rec)) in st.lwps.v.iter_mut().enumerate() {
@@ -1713,6 +1795,7 @@ impl Proc {
         }
         if let Some((i, l2)) = found {
             let v = st.free_at(i);
+            st.end_over_waits();
             return Some(Ok((Lid(l2), v)));
         }
         if nfound == 0 {
@@ -1725,10 +1808,9 @@ impl Proc {
             return deadlock("the wait would close a cycle of waiting LWPs");
         }
         let live = (st.nrun + st.nzomb) as i64 - st.ndetached as i64;
-        // `nwait` also counts waiters whose wait is already over but who
-        // have not run since (a detach ended it): only a real deadlock,
-        // counted without them, fails the wait. The recount is rare.
-        if live <= st.nwait as i64 && live <= st.blocked_waiters(me) as i64 {
+        // Exact: waiters whose wait another LWP ended are not counted (see
+        // `ProcState::nwait`).
+        if live <= st.nwait as i64 {
             return deadlock("every other live LWP is waiting");
         }
         None
@@ -1886,6 +1968,8 @@ impl Proc {
         if zombie {
             st.free(lid.0);
         }
+        // Waits for it are over (`ESRCH`) before their waiters run.
+        st.end_over_waits();
         drop(st);
         p.wake_waiters();
         Ok(())
@@ -2076,7 +2160,8 @@ impl Proc {
                     state,
                     detached: r.detached,
                     cpu,
-                    exit_value: (r.state == LwpState::Zomb).then_some(r.exit_value),
+                    exit_value: (r.state == LwpState::Zomb)
+                        .then(|| r.lwp.exit_value.load(Ordering::Relaxed)),
                 }
             })
             .collect()
