@@ -155,9 +155,19 @@ impl<M> Mailbox<M> {
     }
 
     /// The attention bit of source CPU `src`.
+    ///
+    /// Every send computes this: with one source per bit (up to
+    /// [`attn::GROUPS`] CPUs, the usual case) the source's number is its
+    /// group, and the division (tens of cycles on the sender's path) is
+    /// skipped; `src / 1 == src`, so the result is the same either way.
     #[inline]
     pub fn src_bit(&self, src: usize) -> u64 {
-        1 << (attn::SRC_SHIFT as usize + src / self.group)
+        let group = if self.group == 1 {
+            src
+        } else {
+            src / self.group
+        };
+        1 << (attn::SRC_SHIFT as usize + group)
     }
 
     // -----------------------------------------------------------------
