@@ -287,6 +287,16 @@ impl<M> Mailbox<M> {
     pub fn drain_groups(&self, bits: u64, mut f: impl FnMut(usize, M)) {
         let mut groups = bits >> attn::SRC_SHIFT;
         let n = self.incoming.len();
+        if self.group == 1 {
+            // One source per bit (up to `attn::GROUPS` CPUs): the bit's
+            // number is the source's.
+            while groups != 0 {
+                let src = groups.trailing_zeros() as usize;
+                groups &= groups - 1;
+                self.drain_from(src, &mut f);
+            }
+            return;
+        }
         while groups != 0 {
             let g = groups.trailing_zeros() as usize;
             groups &= groups - 1;

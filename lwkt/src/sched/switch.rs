@@ -462,6 +462,19 @@ impl Core {
                 prefetch(chan);
                 self.wakeup_local(chan, false);
             }
+            m => self.handle_other_msg(m),
+        }
+    }
+
+    /// `handle_msg` for every kind but the plain wakeup (out of line, so
+    /// that the wakeup, the cross-CPU hot path, carries no frame for the
+    /// rest).
+    #[inline(never)]
+    fn handle_other_msg(&self, m: Msg) {
+        match m {
+            Msg::Wakeup { chan, .. } => {
+                self.wakeup_local(chan, false);
+            }
             Msg::WakeupOne { chan, stop, flow } => {
                 if !self.wakeup_local(chan, true) {
                     let b = super::sleepq::bucket_of(chan);
