@@ -494,6 +494,12 @@ impl<M> Outbox<M> {
 pub(crate) struct Inbox {
     /// Sources that sent most recently, most recent first; `usize::MAX`
     /// marks an empty entry. Length: the runtime's `idle_watch` setting.
+    ///
+    /// Invariant: the filled entries form a prefix. Entries start empty,
+    /// only [`note`](Inbox::note) writes them, and it shifts entries one
+    /// place toward the end, stopping at the first empty one (which it
+    /// fills) or at the source's old place; nothing empties an entry. So
+    /// the scans below stop at the first empty entry.
     recent: Box<[Cell<usize>]>,
 }
 
@@ -524,19 +530,26 @@ impl Inbox {
     /// Whether a watched FIFO holds a message (owner only).
     #[inline]
     pub(crate) fn any_ready<M>(&self, mb: &Mailbox<M>) -> bool {
-        self.recent.iter().any(|s| {
+        for s in self.recent.iter() {
             let s = s.get();
-            s != usize::MAX && mb.ready_from(s)
-        })
+            if s == usize::MAX {
+                return false; // the rest are empty too (see `recent`)
+            }
+            if mb.ready_from(s) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Drains the watched FIFOs (owner only).
     pub(crate) fn drain_watched<M>(&self, mb: &Mailbox<M>, mut f: impl FnMut(usize, M)) {
         for i in 0..self.recent.len() {
             let s = self.recent[i].get();
-            if s != usize::MAX {
-                mb.drain_from(s, &mut f);
+            if s == usize::MAX {
+                return; // the rest are empty too (see `recent`)
             }
+            mb.drain_from(s, &mut f);
         }
     }
 }

@@ -268,10 +268,13 @@ pub(crate) fn wakeup_ordered(m: &Machine, from: Option<&Core>, chan: usize, one:
         }
         return;
     }
+    // The caller's own CPU last: the messages to the others go out first,
+    // ahead of the local wakeup's queue work (and, when it finds nobody,
+    // its write to the mask word). Wakeups on different CPUs are
+    // unordered anyway.
+    let mut local = None;
     m.sleep.for_each(b, |c| match from {
-        Some(core) if core.id == c => {
-            core.wakeup_local(chan, false);
-        }
+        Some(core) if core.id == c => local = Some(core),
         Some(core) => core.send(
             c,
             Msg::Wakeup {
@@ -283,4 +286,7 @@ pub(crate) fn wakeup_ordered(m: &Machine, from: Option<&Core>, chan: usize, one:
             let _ = m.send_external(c, Msg::Wakeup { chan, flow: 0 });
         }
     });
+    if let Some(core) = local {
+        core.wakeup_local(chan, false);
+    }
 }
