@@ -632,4 +632,32 @@ mod tests {
         let v: Vec<usize> = ib.recent.iter().map(Cell::get).collect();
         assert_eq!(v, vec![4, 2, 3]);
     }
+
+    /// The idle scans stop at the first empty entry: the filled entries
+    /// stay a prefix through any sequence of notes, and a message from the
+    /// last watched source (behind an empty FIFO) is still seen and
+    /// drained.
+    #[test]
+    fn inbox_scans_see_every_watched_source() {
+        let n = 6;
+        let mb: Mailbox<u32> = Mailbox::new(n, 8);
+        let outs: Vec<Outbox<u32>> = (0..n).map(|_| Outbox::new(n)).collect();
+        let ib = Inbox::new(4);
+        assert!(!ib.any_ready(&mb));
+        for (k, s) in [3usize, 1, 3, 2, 1, 4, 5, 2, 3].into_iter().enumerate() {
+            ib.note(s);
+            let v: Vec<usize> = ib.recent.iter().map(Cell::get).collect();
+            let filled = v.iter().take_while(|&&x| x != usize::MAX).count();
+            assert!(v[filled..].iter().all(|&x| x == usize::MAX), "{v:?}");
+            // A message from the least recent watched source only.
+            let last = v[filled - 1];
+            outs[last].send(last, &mb, 0, k as u32, &NoWait).unwrap();
+            assert!(ib.any_ready(&mb), "after note({s}): {v:?}");
+            let mut got = Vec::new();
+            ib.drain_watched(&mb, |src, m| got.push((src, m)));
+            assert_eq!(got, vec![(last, k as u32)]);
+            assert!(!ib.any_ready(&mb));
+            mb.take_attention();
+        }
+    }
 }
