@@ -332,15 +332,21 @@ impl Core {
         };
         let mut n = 0u32;
         loop {
-            if mb.attention() != 0 {
-                return false;
-            }
+            // The watched FIFOs first: a sender publishes its message
+            // before it sets its attention bit, so both often become
+            // visible together, and draining the FIFO then runs the woken
+            // thread without first clearing the attention word (a
+            // read-modify-write on a line the sender just wrote); the bit
+            // is cleared on the next pass.
             if self.inbox.any_ready(mb) {
                 self.with_ipi_depth(|| {
                     self.inbox
                         .drain_watched(mb, |src, m| self.handle_msg(Some(src), m))
                 });
                 return true;
+            }
+            if mb.attention() != 0 {
+                return false;
             }
             n = n.wrapping_add(1);
             if n % 64 == 0 {
