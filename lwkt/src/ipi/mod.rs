@@ -155,9 +155,19 @@ impl<M> Mailbox<M> {
     }
 
     /// The attention bit of source CPU `src`.
+    ///
+    /// Every send computes this: with one source per bit (up to
+    /// [`attn::GROUPS`] CPUs, the usual case) the source's number is its
+    /// group, and the division (tens of cycles on the sender's path) is
+    /// skipped; `src / 1 == src`, so the result is the same either way.
     #[inline]
     pub fn src_bit(&self, src: usize) -> u64 {
-        1 << (attn::SRC_SHIFT as usize + src / self.group)
+        let group = if self.group == 1 {
+            src
+        } else {
+            src / self.group
+        };
+        1 << (attn::SRC_SHIFT as usize + group)
     }
 
     // -----------------------------------------------------------------
@@ -277,6 +287,16 @@ impl<M> Mailbox<M> {
     pub fn drain_groups(&self, bits: u64, mut f: impl FnMut(usize, M)) {
         let mut groups = bits >> attn::SRC_SHIFT;
         let n = self.incoming.len();
+        if self.group == 1 {
+            // One source per bit (up to `attn::GROUPS` CPUs): the bit's
+            // number is the source's.
+            while groups != 0 {
+                let src = groups.trailing_zeros() as usize;
+                groups &= groups - 1;
+                self.drain_from(src, &mut f);
+            }
+            return;
+        }
         while groups != 0 {
             let g = groups.trailing_zeros() as usize;
             groups &= groups - 1;
@@ -474,6 +494,12 @@ impl<M> Outbox<M> {
 pub(crate) struct Inbox {
     /// Sources that sent most recently, most recent first; `usize::MAX`
     /// marks an empty entry. Length: the runtime's `idle_watch` setting.
+    ///
+    /// Invariant: the filled entries form a prefix. Entries start empty,
+    /// only [`note`](Inbox::note) writes them, and it shifts entries one
+    /// place toward the end, stopping at the first empty one (which it
+    /// fills) or at the source's old place; nothing empties an entry. So
+    /// the scans below stop at the first empty entry.
     recent: Box<[Cell<usize>]>,
 }
 
@@ -504,19 +530,26 @@ impl Inbox {
     /// Whether a watched FIFO holds a message (owner only).
     #[inline]
     pub(crate) fn any_ready<M>(&self, mb: &Mailbox<M>) -> bool {
-        self.recent.iter().any(|s| {
+        for s in self.recent.iter() {
             let s = s.get();
-            s != usize::MAX && mb.ready_from(s)
-        })
+            if s == usize::MAX {
+                return false; // the rest are empty too (see `recent`)
+            }
+            if mb.ready_from(s) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Drains the watched FIFOs (owner only).
     pub(crate) fn drain_watched<M>(&self, mb: &Mailbox<M>, mut f: impl FnMut(usize, M)) {
         for i in 0..self.recent.len() {
             let s = self.recent[i].get();
-            if s != usize::MAX {
-                mb.drain_from(s, &mut f);
+            if s == usize::MAX {
+                return; // the rest are empty too (see `recent`)
             }
+            mb.drain_from(s, &mut f);
         }
     }
 }
@@ -598,5 +631,33 @@ mod tests {
         }
         let v: Vec<usize> = ib.recent.iter().map(Cell::get).collect();
         assert_eq!(v, vec![4, 2, 3]);
+    }
+
+    /// The idle scans stop at the first empty entry: the filled entries
+    /// stay a prefix through any sequence of notes, and a message from the
+    /// last watched source (behind an empty FIFO) is still seen and
+    /// drained.
+    #[test]
+    fn inbox_scans_see_every_watched_source() {
+        let n = 6;
+        let mb: Mailbox<u32> = Mailbox::new(n, 8);
+        let outs: Vec<Outbox<u32>> = (0..n).map(|_| Outbox::new(n)).collect();
+        let ib = Inbox::new(4);
+        assert!(!ib.any_ready(&mb));
+        for (k, s) in [3usize, 1, 3, 2, 1, 4, 5, 2, 3].into_iter().enumerate() {
+            ib.note(s);
+            let v: Vec<usize> = ib.recent.iter().map(Cell::get).collect();
+            let filled = v.iter().take_while(|&&x| x != usize::MAX).count();
+            assert!(v[filled..].iter().all(|&x| x == usize::MAX), "{v:?}");
+            // A message from the least recent watched source only.
+            let last = v[filled - 1];
+            outs[last].send(last, &mb, 0, k as u32, &NoWait).unwrap();
+            assert!(ib.any_ready(&mb), "after note({s}): {v:?}");
+            let mut got = Vec::new();
+            ib.drain_watched(&mb, |src, m| got.push((src, m)));
+            assert_eq!(got, vec![(last, k as u32)]);
+            assert!(!ib.any_ready(&mb));
+            mb.take_attention();
+        }
     }
 }

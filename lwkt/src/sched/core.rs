@@ -247,7 +247,9 @@ impl Core {
     /// A stack of `size` bytes, from the caches when it is the default
     /// size: first the finished coroutine left in the structure
     /// [`new_thread`](Self::new_thread) will reuse next (see
-    /// [`thread_exited`](Self::thread_exited)), then the stack cache.
+    /// [`thread_exited`](Self::thread_exited)), then the stack cache. For
+    /// a thread to be created elsewhere (a spawn on another CPU); a spawn
+    /// here takes both at once ([`new_thread_here`](Self::new_thread_here)).
     pub(crate) fn alloc_stack(&self, size: usize) -> Result<Stack, crate::Error> {
         if size == self.machine.config.stack_size {
             if let Some(b) = self.free_threads.borrow().last() {
@@ -266,8 +268,10 @@ impl Core {
 
     /// A thread structure (recycled when possible), initialised and linked
     /// on this CPU's all-threads list, but not runnable yet
-    /// (`lwkt_alloc_thread` + `lwkt_init_thread`). The caller builds its
-    /// coroutine and calls [`start_thread`](Self::start_thread).
+    /// (`lwkt_alloc_thread` + `lwkt_init_thread`), for a stack mapped
+    /// elsewhere (a spawn from another CPU, or from outside the runtime).
+    /// The caller builds its coroutine and calls
+    /// [`start_thread`](Self::start_thread).
     pub(crate) fn new_thread(
         &self,
         tid: u64,
@@ -286,6 +290,91 @@ impl Core {
                 self.reap(b);
             }
         }
+        self.init_thread(b, tid, pri, intthread, name, Some(stack))
+    }
+
+    /// [`new_thread`](Self::new_thread) and its stack of `size` bytes, for
+    /// a spawn on this CPU: the structure comes from the cache with the
+    /// finished coroutine's stack still in it when `size` is the default
+    /// (the common case: one cache access, and the structure's guard and
+    /// stack-size fields already describe that stack); otherwise as
+    /// [`alloc_stack`](Self::alloc_stack) + `new_thread`.
+    ///
+    /// # Errors
+    /// [`Error::StackAlloc`](crate::Error) when no stack can be mapped;
+    /// nothing is created then.
+    pub(crate) fn new_thread_here(
+        &self,
+        size: usize,
+        tid: u64,
+        pri: u8,
+        intthread: bool,
+        name: Option<Box<str>>,
+    ) -> Result<(TdPtr, Stack), crate::Error> {
+        let b = self.free_threads.borrow_mut().pop();
+        if let Some(bx) = &b {
+            if size == self.machine.config.stack_size {
+                // Invariant (see `free_thread`): a cached structure that
+                // still holds its finished coroutine holds a stack of the
+                // default size, which its `guard` and `stack_size` fields
+                // describe.
+                // SAFETY: a cached structure: only this CPU touches it, and
+                // no coroutine runs on it.
+                if let Some(coro) = unsafe { (*bx.coro.get()).take() } {
+                    let stack = coro.into_stack();
+                    debug_assert_eq!(bx.guard.get(), stack.guard_range());
+                    debug_assert_eq!(bx.stack_size.get(), stack.usable_size());
+                    let t = self.init_thread(b, tid, pri, intthread, name, None);
+                    return Ok((t, stack));
+                }
+            }
+        }
+        self.new_thread_here_slow(b, size, tid, pri, intthread, name)
+    }
+
+    /// `new_thread_here` without a cached stack at hand.
+    #[inline(never)]
+    fn new_thread_here_slow(
+        &self,
+        b: Option<Box<Thread>>,
+        size: usize,
+        tid: u64,
+        pri: u8,
+        intthread: bool,
+        name: Option<Box<str>>,
+    ) -> Result<(TdPtr, Stack), crate::Error> {
+        if let Some(b) = &b {
+            // A finished coroutine of another size: its stack goes (to the
+            // stack cache if it is of the default size).
+            self.reap(b);
+        }
+        let stack = match self.alloc_stack(size) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(b) = b {
+                    self.free_threads.borrow_mut().push(b);
+                }
+                return Err(e);
+            }
+        };
+        let t = self.init_thread(b, tid, pri, intthread, name, Some(&stack));
+        Ok((t, stack))
+    }
+
+    /// The body of `new_thread`: initialises `b` (or a new structure) and
+    /// links it. `stack`: the stack whose guard and size to record; `None`
+    /// when the structure's fields already describe the stack (its own
+    /// finished coroutine's).
+    #[inline(always)]
+    fn init_thread(
+        &self,
+        b: Option<Box<Thread>>,
+        tid: u64,
+        pri: u8,
+        intthread: bool,
+        name: Option<Box<str>>,
+        stack: Option<&Stack>,
+    ) -> TdPtr {
         let t = TdPtr::from_box(b.unwrap_or_else(Thread::new));
         // SAFETY: just taken from the cache (or allocated): owned by this
         // CPU and linked nowhere yet; linked on the all-list below.
@@ -294,14 +383,18 @@ impl Core {
         td.pri.set(pri);
         td.tid.set(tid);
         td.core.set(self);
-        td.timer_refs.set(0);
+        // Invariant: a structure reaches the cache only with no timer entry
+        // left (`retire`, `expire`): `timer_refs` is already 0. `swctl` is
+        // read only while SWCTL is set (cleared above).
+        debug_assert_eq!(td.timer_refs.get(), 0);
         td.wchan.set(0);
         td.wmesg.set("");
         td.crit.set(0);
         td.lwp_tag.set((0, 0));
-        td.swctl.set(ptr::null());
-        td.guard.set(stack.guard_range());
-        td.stack_size.set(stack.usable_size());
+        if let Some(stack) = stack {
+            td.guard.set(stack.guard_range());
+            td.stack_size.set(stack.usable_size());
+        }
         debug_assert!(td.toks.is_empty());
         // SAFETY: no reference to the name exists (the thread is new).
         unsafe { *td.name.get() = name };
@@ -424,6 +517,16 @@ impl Core {
     /// Frees (or caches) the structure of a retired thread. A cached
     /// structure keeps its finished coroutine (see `thread_exited`) unless
     /// the coroutine's stack is not of the default size, which goes now.
+    ///
+    /// Invariants of the cache, which `new_thread_here` and `init_thread`
+    /// rely on: a cached structure has no timer entry (`timer_refs` is 0:
+    /// every caller frees only then); one that holds a coroutine holds a
+    /// stack of the default size, the one its `guard` and `stack_size`
+    /// fields describe (they were set for the stack its coroutine was
+    /// built on, and a migrating thread takes both along).
+    ///
+    /// Inlined: every thread exit comes through here (from `retire`).
+    #[inline(always)]
     pub(crate) fn free_thread(&self, t: TdPtr) {
         // SAFETY: retired (linked nowhere) and no timer entry refers to it.
         let b = unsafe { t.into_box() };

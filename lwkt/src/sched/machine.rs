@@ -35,6 +35,8 @@ pub const MAX_CPUS: usize = 256;
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) cpus: usize,
+    /// Invariant: passed through `validate_stack_size` (in bounds, whole
+    /// pages); spawns that ask for no size use it as is.
     pub(crate) stack_size: usize,
     pub(crate) hz: u32,
     pub(crate) pin: bool,

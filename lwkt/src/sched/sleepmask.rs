@@ -72,8 +72,19 @@ impl SleepMasks {
     /// Calls `f` for every CPU that may have sleepers in `bucket`.
     #[inline]
     pub fn for_each(&self, bucket: usize, mut f: impl FnMut(usize)) {
+        let masks = &self.buckets[bucket];
+        if self.ncpus <= 64 {
+            // One word holds every CPU's bit (the usual case): no loop
+            // over words.
+            let mut bits = masks[0].load(Ordering::SeqCst);
+            while bits != 0 {
+                f(bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
+            return;
+        }
         let words = self.ncpus.div_ceil(64);
-        for (w, word) in self.buckets[bucket][..words].iter().enumerate() {
+        for (w, word) in masks[..words].iter().enumerate() {
             let mut bits = word.load(Ordering::SeqCst);
             while bits != 0 {
                 f(w * 64 + bits.trailing_zeros() as usize);

@@ -4,9 +4,16 @@
 //! runtime keeps, per bucket, a mask of the CPUs that may have sleepers
 //! there ([`SleepMasks`], shared), so a wakeup signals only those CPUs. A
 //! CPU sets its bit when it queues a sleeper in a bucket (if it is not
-//! already set) and clears it only when a wakeup visit finds nobody there:
-//! a stale bit costs one wasted message, while clearing and setting it on
-//! every sleep would bounce the mask's line between CPUs.
+//! already set) and clears it only when a wakeup that came by message
+//! finds nobody there (a visit by one of its own threads' wakeups keeps
+//! it: `Core::wakeup_own`): a stale bit costs one wasted message, while
+//! clearing and setting it on every sleep would bounce the mask's line
+//! between CPUs.
+//!
+//! Invariant: a CPU's bit is set whenever it has a sleeper registered in
+//! the bucket (set at the insert that found the bucket empty, cleared only
+//! by the CPU itself, on its own OS thread, after a visit found the bucket
+//! empty). A set bit with no sleeper is only a hint that costs a visit.
 //!
 //! Interlock (no lost wakeup): a sleeper registers (queues itself and sets
 //! its bit with a SeqCst read-modify-write, or finds it already set by its

@@ -332,15 +332,21 @@ impl Core {
         };
         let mut n = 0u32;
         loop {
-            if mb.attention() != 0 {
-                return false;
-            }
+            // The watched FIFOs first: a sender publishes its message
+            // before it sets its attention bit, so both often become
+            // visible together, and draining the FIFO then runs the woken
+            // thread without first clearing the attention word (a
+            // read-modify-write on a line the sender just wrote); the bit
+            // is cleared on the next pass.
             if self.inbox.any_ready(mb) {
                 self.with_ipi_depth(|| {
                     self.inbox
                         .drain_watched(mb, |src, m| self.handle_msg(Some(src), m))
                 });
                 return true;
+            }
+            if mb.attention() != 0 {
+                return false;
             }
             n = n.wrapping_add(1);
             if n % 64 == 0 {
@@ -460,6 +466,19 @@ impl Core {
         match m {
             Msg::Wakeup { chan, .. } => {
                 prefetch(chan);
+                self.wakeup_local(chan, false);
+            }
+            m => self.handle_other_msg(m),
+        }
+    }
+
+    /// `handle_msg` for every kind but the plain wakeup (out of line, so
+    /// that the wakeup, the cross-CPU hot path, carries no frame for the
+    /// rest).
+    #[inline(never)]
+    fn handle_other_msg(&self, m: Msg) {
+        match m {
+            Msg::Wakeup { chan, .. } => {
                 self.wakeup_local(chan, false);
             }
             Msg::WakeupOne { chan, stop, flow } => {

@@ -94,9 +94,35 @@ impl Core {
         }
     }
 
-    /// Wakes sleepers on `chan` on this CPU (all, or one). Returns whether
-    /// any was found.
+    /// Wakes sleepers on `chan` on this CPU (all, or one), for a wakeup
+    /// that came by message: another CPU saw this CPU's bit in the bucket
+    /// mask. Returns whether any was found.
+    #[inline(always)]
     pub(crate) fn wakeup_local(&self, chan: usize, one: bool) -> bool {
+        self.wakeup_visit(chan, one, true)
+    }
+
+    /// Wakes sleepers on `chan` on this CPU for a wakeup made on this CPU
+    /// (no message): as [`wakeup_local`](Self::wakeup_local), but keeps
+    /// this CPU's bit in the bucket mask even when it finds nobody. The
+    /// bit is only a hint that this CPU may have sleepers there (set
+    /// whenever it does: see sleepq.rs), so a stale one is harmless: it
+    /// costs a remote waker one message, whose visit then withdraws it.
+    /// Withdrawing here instead would cost a read-modify-write of the
+    /// shared mask line on every local wakeup that finds nobody, and the
+    /// next sleep on the channel another to set the bit again: in a
+    /// request/response between two CPUs, where each side wakes the other
+    /// and then sleeps on the same channel, two writes per turn to a line
+    /// the other side reads next.
+    #[inline(always)]
+    pub(crate) fn wakeup_own(&self, chan: usize, one: bool) -> bool {
+        self.wakeup_visit(chan, one, false)
+    }
+
+    /// `wakeup_local` / `wakeup_own`. `withdraw`: clear this CPU's bit in
+    /// the bucket mask when the visit finds nobody. One body for both
+    /// (out of line, as the hot paths expect).
+    fn wakeup_visit(&self, chan: usize, one: bool, withdraw: bool) -> bool {
         let mut found = false;
         let empty = self.sleepq.take(chan, one, |t| {
             found = true;
@@ -113,9 +139,9 @@ impl Core {
                 td.set(tdf::WOKEN);
             }
         });
-        // Withdraw from the bucket mask only after a visit found nobody
-        // (see sleepq.rs).
-        if empty && !found {
+        // Withdraw from the bucket mask only after a visit by message found
+        // nobody (see sleepq.rs).
+        if withdraw && empty && !found {
             self.machine.sleep.clear(bucket_of(chan), self.id);
         }
         found
@@ -239,7 +265,7 @@ pub(crate) fn wakeup_ordered(m: &Machine, from: Option<&Core>, chan: usize, one:
     if one {
         match from {
             Some(core) => {
-                if m.sleep.has(b, core.id) && core.wakeup_local(chan, true) {
+                if m.sleep.has(b, core.id) && core.wakeup_own(chan, true) {
                     return;
                 }
                 if let Some(next) = m.sleep.next_after(b, core.id, core.id) {
@@ -268,10 +294,13 @@ pub(crate) fn wakeup_ordered(m: &Machine, from: Option<&Core>, chan: usize, one:
         }
         return;
     }
+    // The caller's own CPU last: the messages to the others go out first,
+    // ahead of the local wakeup's queue work (and, when it finds nobody,
+    // its write to the mask word). Wakeups on different CPUs are
+    // unordered anyway.
+    let mut local = None;
     m.sleep.for_each(b, |c| match from {
-        Some(core) if core.id == c => {
-            core.wakeup_local(chan, false);
-        }
+        Some(core) if core.id == c => local = Some(core),
         Some(core) => core.send(
             c,
             Msg::Wakeup {
@@ -283,4 +312,69 @@ pub(crate) fn wakeup_ordered(m: &Machine, from: Option<&Core>, chan: usize, one:
             let _ = m.send_external(c, Msg::Wakeup { chan, flow: 0 });
         }
     });
+    if let Some(core) = local {
+        core.wakeup_own(chan, false);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::ThreadBuilder;
+
+    /// Whether CPU `cpu`'s bit is set in the bucket of `chan`.
+    fn bit(td: &crate::CurThread, chan: usize, cpu: usize) -> bool {
+        td.core().machine.sleep.has(bucket_of(chan), cpu)
+    }
+
+    /// The bucket-mask bit of a CPU stays set through a wakeup made on
+    /// that CPU that finds nobody (`wakeup_own`), and is withdrawn by the
+    /// visit of a wakeup that came from another CPU by message
+    /// (`wakeup_local`), which found nobody either.
+    #[test]
+    fn own_wakeups_keep_the_bit_and_message_visits_withdraw_it() {
+        static CHAN: u64 = 0;
+        let chan = &CHAN as *const u64 as usize;
+        let rt = crate::Runtime::builder().cpus(2).build().unwrap();
+        rt.block_on(move |td| {
+            // A stale bit on CPU 1: register, then withdraw the
+            // registration (the bit stays: bits are cleared lazily).
+            let h = ThreadBuilder::new()
+                .cpu(1)
+                .spawn(td, move |td| {
+                    td.sleep_interlock(&CHAN);
+                    td.sleep_remove();
+                    assert!(bit(td, chan, 1), "registration sets the bit");
+                    // Nobody sleeps there: a wakeup from this CPU keeps it.
+                    crate::wakeup(&CHAN);
+                    bit(td, chan, 1)
+                })
+                .unwrap();
+            assert!(h.join(td).unwrap(), "a local wakeup withdrew the bit");
+            // From CPU 0: the wakeup goes to CPU 1 by message, whose visit
+            // finds nobody and withdraws the bit.
+            let h = ThreadBuilder::new()
+                .cpu(0)
+                .spawn(td, move |td| {
+                    assert!(bit(td, chan, 1));
+                    crate::wakeup(&CHAN);
+                    // The message is processed on CPU 1 in its own time.
+                    for _ in 0..5000 {
+                        if !bit(td, chan, 1) {
+                            return true;
+                        }
+                        let _ = td.sleep(
+                            &(),
+                            crate::Sleep::default().timeout(Duration::from_millis(1)),
+                        );
+                    }
+                    false
+                })
+                .unwrap();
+            assert!(
+                h.join(td).unwrap(),
+                "the message's visit did not withdraw the bit"
+            );
+        });
+    }
 }

@@ -188,7 +188,9 @@ pub(crate) struct Thread {
     pub(crate) migrate_to: Cell<usize>,
     /// While SWCTL: the block the switch path updates on every switch in
     /// and out (kept alive by the thread itself, which sets and clears
-    /// SWCTL on its own stack).
+    /// SWCTL on its own stack). Read only while SWCTL is set (and set
+    /// before it), so a recycled structure's stale value is never used
+    /// and creation does not reset it.
     pub(crate) swctl: Cell<*const SwitchCtl>,
     /// A label an upper layer gives the thread for the `ps` listing: the
     /// LWP layer's (pid, lid); (0, 0) for a plain thread.

@@ -55,19 +55,32 @@ pub(crate) fn unregister(m: &Arc<Machine>) {
 /// runtime its own CPUs are reached directly; a local interrupt thread
 /// woken this way preempts the caller once every runtime was told.
 pub(crate) fn wakeup_every_runtime(chan: usize, one: bool) {
+    // One look at this OS thread's CPU for the common case (the caller's
+    // runtime is the only one): wake there, then preempt.
     let own = with_current(|core| {
         synch::wakeup(&core.machine, Some(core), chan, one);
-        Arc::as_ptr(&core.machine)
+        if RUNTIME_COUNT.load(Ordering::SeqCst) > 1 {
+            return Some(Arc::as_ptr(&core.machine));
+        }
+        core.preempt_check();
+        None
     });
-    if own.is_none() || RUNTIME_COUNT.load(Ordering::SeqCst) > 1 {
-        let list = RUNTIMES.load();
-        for m in list.iter().flat_map(|v| v.iter()) {
-            if Some(Arc::as_ptr(m)) != own {
-                synch::wakeup(m, None, chan, one);
-            }
+    // `Some(None)`: done. `Some(Some(m))`: the other runtimes are left,
+    // then the preemption. `None`: not on a CPU; every runtime is left.
+    let own = match own {
+        Some(None) => return,
+        Some(Some(m)) => Some(m),
+        None => None,
+    };
+    let list = RUNTIMES.load();
+    for m in list.iter().flat_map(|v| v.iter()) {
+        if Some(Arc::as_ptr(m)) != own {
+            synch::wakeup(m, None, chan, one);
         }
     }
-    with_current(|core| core.preempt_check());
+    if own.is_some() {
+        with_current(|core| core.preempt_check());
+    }
 }
 
 /// Wakes every thread sleeping on `chan`, on every CPU of every runtime

@@ -61,16 +61,30 @@ impl<T> Packet<T> {
         // SAFETY: only the thread writes the slot, once, before DONE; no
         // joiner reads it before seeing DONE.
         unsafe { *self.result.get() = Some(r) };
-        self.publish(pk::DONE, Some(&|| self.clone() as Arc<dyn CtlOwner>));
+        let prev = self.state.publish(pk::DONE);
+        // The common case (nobody announced a wait: the joiner had not
+        // come yet, or ran this thread by handoff) costs this one test.
+        if prev & (pk::DONE | pk::WAITING | pk::XWAITING | pk::OS_WAITER) != 0 {
+            self.wake_waiters(prev, Some(&|| self.clone() as Arc<dyn CtlOwner>));
+        }
     }
 
     /// Sets `bits` (DONE, perhaps CANCELLED) and wakes the waiters it
-    /// finds. `me`, when given, lets a joiner on another CPU be told by
+    /// finds (see [`wake_waiters`](Self::wake_waiters)).
+    fn publish(&self, bits: u8, me: Option<&dyn Fn() -> Arc<dyn CtlOwner>>) {
+        let prev = self.state.publish(bits);
+        self.wake_waiters(prev, me);
+    }
+
+    /// After DONE was published over `prev` (the bits set before): wakes
+    /// the waiters whose bits `prev` holds; nothing when `prev` already
+    /// held DONE (a cancel after completion: the first publication woke
+    /// them). `me`, when given, lets a joiner on another CPU be told by
     /// message; without it (cancellation at shutdown, where every joiner of
     /// this runtime is being cancelled too) such a joiner is left to its
     /// own CPU's cancellation.
-    fn publish(&self, bits: u8, me: Option<&dyn Fn() -> Arc<dyn CtlOwner>>) {
-        let prev = self.state.publish(bits);
+    #[inline(never)]
+    fn wake_waiters(&self, prev: u8, me: Option<&dyn Fn() -> Arc<dyn CtlOwner>>) {
         if prev & pk::DONE != 0 {
             return; // already published (a cancel after completion)
         }

@@ -14,7 +14,7 @@ use crate::priority::Priority;
 use crate::sched::core::{alloc_tid_global, with_current, Core};
 use crate::sched::ctl::CtlOwner;
 use crate::sched::machine::{Machine, Msg};
-use crate::sched::td::{tdf, Yld};
+use crate::sched::td::{tdf, TdPtr, Yld};
 use crate::stack::{validate_stack_size, Stack};
 use crate::sync::atomic::Ordering;
 use crate::sync::Arc;
@@ -92,7 +92,12 @@ impl ThreadBuilder {
                 });
             }
         }
-        let stack_size = validate_stack_size(self.stack_size.unwrap_or(m.config.stack_size))?;
+        let stack_size = match self.stack_size {
+            Some(s) => validate_stack_size(s)?,
+            // Invariant: the runtime's size was validated and rounded by
+            // `Builder::build` (and never changes).
+            None => m.config.stack_size,
+        };
         let mut pri = self.priority.unwrap_or_default();
         if self.interrupt && pri < Priority::INT_SUPPORT {
             pri = Priority::INT_SUPPORT;
@@ -150,21 +155,32 @@ impl ThreadBuilder {
         let core = td.core();
         let plan = self.plan(&core.machine)?;
         let target = self.cpu.unwrap_or(core.id);
-        let stack = core.alloc_stack(plan.stack_size)?;
-        let tid = core.alloc_tid();
-        let packet = Packet::new(core.machine.clone(), tid, target);
-        let h = JoinHandle {
-            packet: packet.clone(),
-        };
         let name = self.name.map(String::into_boxed_str);
-        let Plan { pri, intthread, .. } = plan;
+        let Plan {
+            stack_size,
+            pri,
+            intthread,
+        } = plan;
+        let tid = core.alloc_tid();
         if target == core.id {
-            create_thread(core, stack, tid, pri, intthread, name, f, packet);
+            // The structure and stack first: the one step that can fail.
+            let (t, stack) = core.new_thread_here(stack_size, tid, pri, intthread, name)?;
+            let packet = Packet::new(core.machine.clone(), tid, target);
+            let h = JoinHandle {
+                packet: packet.clone(),
+            };
+            start(core, t, stack, f, packet);
             // Making an interrupt thread runnable here may preempt us now.
             if preempt {
                 core.preempt_check();
             }
+            Ok(h)
         } else {
+            let stack = core.alloc_stack(stack_size)?;
+            let packet = Packet::new(core.machine.clone(), tid, target);
+            let h = JoinHandle {
+                packet: packet.clone(),
+            };
             let pending = Unstarted::new(packet);
             core.send(
                 target,
@@ -172,8 +188,8 @@ impl ThreadBuilder {
                     create_thread(c, stack, tid, pri, intthread, name, f, pending.take())
                 })),
             );
+            Ok(h)
         }
-        Ok(h)
     }
 
     /// Spawns from outside the runtime through a [`Handle`] (on the chosen
@@ -216,8 +232,8 @@ impl ThreadBuilder {
 }
 
 /// Builds the thread on the CPU that will own it and makes it runnable
-/// (`lwkt_init_thread` + `lwkt_schedule`). The coroutine's body runs the
-/// function, publishes its result or panic, and lets go of the packet.
+/// (`lwkt_init_thread` + `lwkt_schedule`), for a spawn whose stack was
+/// mapped elsewhere (another CPU, or outside the runtime).
 #[allow(clippy::too_many_arguments)]
 fn create_thread<F, T>(
     core: &Core,
@@ -233,6 +249,19 @@ fn create_thread<F, T>(
     T: Send + 'static,
 {
     let t = core.new_thread(tid, pri, intthread, name, &stack);
+    start(core, t, stack, f, packet);
+}
+
+/// Gives the new thread `t` (from `Core::new_thread` or
+/// `Core::new_thread_here`) its coroutine on `stack` and makes it
+/// runnable. The coroutine's body runs the function, publishes its result
+/// or panic, and lets go of the packet.
+#[inline(always)]
+fn start<F, T>(core: &Core, t: TdPtr, stack: Stack, f: F, packet: Arc<Packet<T>>)
+where
+    F: FnOnce(&mut CurThread) -> T + Send + 'static,
+    T: Send + 'static,
+{
     let pkp: NonNull<dyn CtlOwner> = NonNull::from(&*packet as &dyn CtlOwner);
     let coro = Coroutine::with_stack(stack, move |y: &Yld, ()| {
         let pk = packet; // the thread's reference, for as long as it runs
@@ -259,4 +288,48 @@ fn create_thread<F, T>(
         drop(pk);
     });
     core.start_thread(t, coro, pkp);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::{page_size, DEFAULT_STACK_SIZE};
+
+    /// Thread structures and stacks are recycled together
+    /// (`Core::new_thread_here` takes a cached structure with its finished
+    /// coroutine's stack, and skips re-recording the guard and size):
+    /// through a mix of stack sizes, every thread's recorded guard page and
+    /// usable size still describe the stack it runs on.
+    #[test]
+    fn recycled_structures_describe_their_own_stacks() {
+        let rt = crate::Runtime::builder().cpus(1).build().unwrap();
+        rt.block_on(|td| {
+            let big = 4 * DEFAULT_STACK_SIZE;
+            let sizes = [None, Some(big), None, None, Some(big), Some(big), None];
+            for round in 0..3 {
+                for &size in &sizes {
+                    let mut b = ThreadBuilder::new();
+                    if let Some(s) = size {
+                        b = b.stack_size(s);
+                    }
+                    let h = b
+                        .spawn(td, |td| {
+                            let local = 0u8;
+                            let sp = std::hint::black_box(&local) as *const u8 as usize;
+                            let th = td.thread();
+                            (th.guard.get(), th.stack_size.get(), sp)
+                        })
+                        .unwrap();
+                    let ((g0, g1), usable, sp) = h.join(td).unwrap();
+                    let want = size.unwrap_or(DEFAULT_STACK_SIZE);
+                    assert_eq!(usable, want, "round {round}, size {size:?}");
+                    assert_eq!(g1 - g0, page_size());
+                    assert!(
+                        sp > g1 && sp < g1 + usable,
+                        "round {round}, size {size:?}: sp {sp:#x} outside [{g1:#x}, +{usable:#x})"
+                    );
+                }
+            }
+        });
+    }
 }
