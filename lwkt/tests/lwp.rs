@@ -1659,3 +1659,92 @@ fn a_reference_held_across_collection_is_the_only_one_left() {
         })
     });
 }
+
+/// A detached LWP may wait for others (as in NetBSD), and its wait is no
+/// deadlock while a non-detached LWP can still exit. The seed's formula
+/// (running + zombies - detached <= waiters) counts the detached waiter
+/// among the waiters but not among the live, and said EDEADLK here.
+#[test]
+fn a_detached_lwp_waiting_for_a_running_one_is_no_deadlock() {
+    bounded(30, "detached waiter", || {
+        in_proc_ok(2, |td| {
+            let p = td.proc().unwrap();
+            let me = td.lid().unwrap();
+            let go = Arc::new(AtomicBool::new(false));
+            let g2 = go.clone();
+            let worker = p
+                .create_lwp(td, LwpBuilder::new().cpu(1), move |td| {
+                    while !g2.load(Ordering::Acquire) {
+                        td.yield_now();
+                    }
+                    7
+                })
+                .unwrap();
+            p.detach(me).unwrap();
+            // Let the worker go only once this LWP is asleep in its wait.
+            let p2 = p.clone();
+            lwkt::ThreadBuilder::new()
+                .cpu(1)
+                .spawn(td, move |td| {
+                    let start = Instant::now();
+                    while p2.state(me) != Some(LwpState::Sleep) {
+                        assert!(start.elapsed() < Duration::from_secs(10), "never waited");
+                        td.yield_now();
+                    }
+                    go.store(true, Ordering::Release);
+                })
+                .unwrap();
+            assert_eq!(p.wait(td, None).map_err(|e| e.errno()), Ok((worker, 7)));
+            0
+        });
+    });
+}
+
+/// An LWP detached while it waits by name no longer counts as a waiter
+/// against another LWP's `wait(None)`: while the awaited LWP runs, that wait
+/// sleeps; when the named waiter collects it, nothing is left for the
+/// other (`ESRCH`). The seed's formula counted the detached waiter on the
+/// waiting side only and said `EDEADLK` at once.
+#[test]
+fn a_detached_waiter_does_not_count_against_another_waiter() {
+    bounded(30, "two waiters, one detached", || {
+        in_proc_ok(2, |td| {
+            let p = td.proc().unwrap();
+            let go = Arc::new(AtomicBool::new(false));
+            let worker = p
+                .create_lwp(td, LwpBuilder::new().cpu(1), spinner(go.clone()))
+                .unwrap();
+            let p2 = p.clone();
+            let named = p
+                .create_lwp(td, LwpBuilder::new().cpu(1), move |td| {
+                    assert_eq!(p2.wait(td, Some(worker)).map(|r| r.1), Ok(0));
+                    0
+                })
+                .unwrap();
+            yield_until(td, "the named waiter asleep", || {
+                p.state(named) == Some(LwpState::Sleep)
+            });
+            // Detached while it waits: it leaves the count of waiters then.
+            p.detach(named).unwrap();
+            // Let the worker finish only once this LWP sleeps in its wait.
+            let p3 = p.clone();
+            let me = td.lid().unwrap();
+            lwkt::ThreadBuilder::new()
+                .cpu(1)
+                .spawn(td, move |td| {
+                    let start = Instant::now();
+                    while p3.state(me) != Some(LwpState::Sleep) {
+                        assert!(start.elapsed() < Duration::from_secs(10), "never waited");
+                        td.yield_now();
+                    }
+                    go.store(true, Ordering::Release);
+                })
+                .unwrap();
+            assert_eq!(
+                p.wait(td, None).map_err(|e| e.errno()),
+                Err(LwpError::ESRCH)
+            );
+            0
+        });
+    });
+}

@@ -59,6 +59,12 @@
 //!
 //! A detached target counts as no candidate: `ESRCH`, as in the seed
 //! (newer NetBSD returns `EINVAL` there).
+//!
+//! "Every other live LWP waits" counts undetached LWPs on both sides. The
+//! seed compares running + zombie - detached LWPs with *all* waiters, so a
+//! detached LWP that waits (NetBSD allows it) counts as a waiter but not
+//! as live: its wait for a running LWP, or another LWP's wait beside it,
+//! was a false `EDEADLK`. Here a detached waiter is not counted.
 
 mod error;
 mod key;
@@ -348,11 +354,15 @@ struct ProcState {
     nzomb: usize,
     /// Detached LWPs not freed yet (`p_ndlwps`).
     ndetached: usize,
-    /// LWPs in `wait` (`p_nlwpwait`), less those whose wait another
-    /// LWP's change has ended (`LwpRec::wait_over`). Invariant: exactly
-    /// the waiters that only some LWP's exit can make return (barring
-    /// signals, suspends and stops, as in NetBSD), so the "every other
-    /// live LWP is waiting" check can trust it.
+    /// Undetached LWPs in `wait` (`p_nlwpwait`, less detached waiters),
+    /// less those whose wait another LWP's change has ended
+    /// (`LwpRec::wait_over`). Invariant: exactly the undetached waiters
+    /// that only some LWP's exit can make return (barring signals,
+    /// suspends and stops, as in NetBSD), so the "every other live LWP is
+    /// waiting" check can trust it. Detached waiters are left out because
+    /// the check's supply side (`nrun + nzomb - ndetached`) leaves them
+    /// out: NetBSD counts them on one side only, so a detached LWP's wait
+    /// for a running one was a false `EDEADLK` there.
     nwait: usize,
     /// LWPs in `wait` that may be asleep on `wait_chan`: counted, under
     /// this lock, by a waiter that found nothing to collect *after* it
@@ -708,7 +718,7 @@ impl ProcState {
             .expect("lwkt: live LWP without a record");
         r.waiting = false;
         r.waitingfor = 0;
-        if !std::mem::take(&mut r.wait_over) {
+        if !std::mem::take(&mut r.wait_over) && !r.detached {
             self.nwait -= 1;
         }
     }
@@ -746,7 +756,7 @@ impl ProcState {
     fn end_over_waits_scan(&mut self) {
         for i in 0..self.lwps.v.len() {
             let (w, r) = &self.lwps.v[i];
-            if r.waiting && !r.wait_over && self.wait_is_over(*w, r.waitingfor) {
+            if r.waiting && !r.wait_over && !r.detached && self.wait_is_over(*w, r.waitingfor) {
                 self.lwps.v[i].1.wait_over = true;
                 self.nwait -= 1;
             }
@@ -1639,13 +1649,15 @@ impl Proc {
                 }
             }
             // Announce ourselves and look once, under the same lock.
-            st.nwait += 1;
             let r = st
                 .lwps
                 .get_mut(&me)
                 .expect("lwkt: live LWP without a record");
             r.waiting = true;
             r.waitingfor = want;
+            if !r.detached {
+                st.nwait += 1;
+            }
             if let Some(r) = self.try_collect(&mut st, me, want) {
                 return self.wait_done(st, me, want, false, r);
             }
@@ -1757,7 +1769,8 @@ impl Proc {
         // Counted in `nwait` again for this look, if another LWP's change
         // had taken us out (see `LwpRec::wait_over`).
         if let Some(i) = st.lwps.pos(me) {
-            if std::mem::take(&mut st.lwps.v[i].1.wait_over) {
+            let r = &mut st.lwps.v[i].1;
+            if std::mem::take(&mut r.wait_over) && !r.detached {
                 st.nwait += 1;
             }
         }
@@ -1962,9 +1975,15 @@ impl Proc {
                 why: "the LWP is already detached",
             });
         }
+        // A waiter stops counting in `nwait` (see there) as it leaves the
+        // supply side of the deadlock check.
+        let counted = rec.waiting && !rec.wait_over;
         rec.detached = true;
         let zombie = rec.state == LwpState::Zomb;
         st.ndetached += 1;
+        if counted {
+            st.nwait -= 1;
+        }
         if zombie {
             st.free(lid.0);
         }
