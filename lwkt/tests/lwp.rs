@@ -1683,7 +1683,7 @@ fn a_detached_lwp_waiting_for_a_running_one_is_no_deadlock() {
             p.detach(me).unwrap();
             // Let the worker go only once this LWP is asleep in its wait.
             let p2 = p.clone();
-            lwkt::ThreadBuilder::new()
+            let releaser = lwkt::ThreadBuilder::new()
                 .cpu(1)
                 .spawn(td, move |td| {
                     let start = Instant::now();
@@ -1695,6 +1695,7 @@ fn a_detached_lwp_waiting_for_a_running_one_is_no_deadlock() {
                 })
                 .unwrap();
             assert_eq!(p.wait(td, None).map_err(|e| e.errno()), Ok((worker, 7)));
+            releaser.join(td).unwrap();
             0
         });
     });
@@ -1729,7 +1730,7 @@ fn a_detached_waiter_does_not_count_against_another_waiter() {
             // Let the worker finish only once this LWP sleeps in its wait.
             let p3 = p.clone();
             let me = td.lid().unwrap();
-            lwkt::ThreadBuilder::new()
+            let releaser = lwkt::ThreadBuilder::new()
                 .cpu(1)
                 .spawn(td, move |td| {
                     let start = Instant::now();
@@ -1744,6 +1745,7 @@ fn a_detached_waiter_does_not_count_against_another_waiter() {
                 p.wait(td, None).map_err(|e| e.errno()),
                 Err(LwpError::ESRCH)
             );
+            releaser.join(td).unwrap();
             0
         });
     });
