@@ -1660,6 +1660,28 @@ fn a_reference_held_across_collection_is_the_only_one_left() {
     });
 }
 
+/// Starts a thread on CPU 1 that sets `go` once LWP `lid` of `p` sleeps
+/// (in a `wait`, in these tests); fails after 10 s.
+fn release_when_asleep(
+    td: &mut CurThread,
+    p: &Proc,
+    lid: Lid,
+    go: Arc<AtomicBool>,
+) -> lwkt::JoinHandle<()> {
+    let p = p.clone();
+    lwkt::ThreadBuilder::new()
+        .cpu(1)
+        .spawn(td, move |td| {
+            let start = Instant::now();
+            while p.state(lid) != Some(LwpState::Sleep) {
+                assert!(start.elapsed() < Duration::from_secs(10), "never waited");
+                td.yield_now();
+            }
+            go.store(true, Ordering::Release);
+        })
+        .unwrap()
+}
+
 /// A detached LWP may wait for others (as in NetBSD), and its wait is no
 /// deadlock while a non-detached LWP can still exit. The seed's formula
 /// (running + zombies - detached <= waiters) counts the detached waiter
@@ -1682,18 +1704,7 @@ fn a_detached_lwp_waiting_for_a_running_one_is_no_deadlock() {
                 .unwrap();
             p.detach(me).unwrap();
             // Let the worker go only once this LWP is asleep in its wait.
-            let p2 = p.clone();
-            let releaser = lwkt::ThreadBuilder::new()
-                .cpu(1)
-                .spawn(td, move |td| {
-                    let start = Instant::now();
-                    while p2.state(me) != Some(LwpState::Sleep) {
-                        assert!(start.elapsed() < Duration::from_secs(10), "never waited");
-                        td.yield_now();
-                    }
-                    go.store(true, Ordering::Release);
-                })
-                .unwrap();
+            let releaser = release_when_asleep(td, &p, me, go);
             assert_eq!(p.wait(td, None).map_err(|e| e.errno()), Ok((worker, 7)));
             releaser.join(td).unwrap();
             0
@@ -1728,19 +1739,8 @@ fn a_detached_waiter_does_not_count_against_another_waiter() {
             // Detached while it waits: it leaves the count of waiters then.
             p.detach(named).unwrap();
             // Let the worker finish only once this LWP sleeps in its wait.
-            let p3 = p.clone();
             let me = td.lid().unwrap();
-            let releaser = lwkt::ThreadBuilder::new()
-                .cpu(1)
-                .spawn(td, move |td| {
-                    let start = Instant::now();
-                    while p3.state(me) != Some(LwpState::Sleep) {
-                        assert!(start.elapsed() < Duration::from_secs(10), "never waited");
-                        td.yield_now();
-                    }
-                    go.store(true, Ordering::Release);
-                })
-                .unwrap();
+            let releaser = release_when_asleep(td, &p, me, go);
             assert_eq!(
                 p.wait(td, None).map_err(|e| e.errno()),
                 Err(LwpError::ESRCH)
