@@ -458,6 +458,28 @@ impl IntoIterator for LwpTable {
 }
 
 impl LwpRec {
+    /// A new LWP's record: no waits, no signals.
+    fn new(
+        lwp: Arc<Lwp>,
+        state: LwpState,
+        detached: bool,
+        suspend_req: bool,
+        thread: Option<ThreadRef>,
+    ) -> LwpRec {
+        LwpRec {
+            lwp,
+            state,
+            detached,
+            suspend_req,
+            waiter: 0,
+            waiting: false,
+            wait_over: false,
+            waitingfor: 0,
+            sigpend: SigSet::EMPTY,
+            thread,
+        }
+    }
+
     /// The state as shown to users: our RUN split into ONPROC (on a CPU
     /// now, per the `lwpctl` block) and SLEEP (its last switch-out was a
     /// sleep or park); with the CPU while ONPROC.
@@ -606,6 +628,49 @@ impl ProcState {
         self.spare = None;
         self.nzomb = 0;
         self.ndetached = 0;
+    }
+
+    /// The first step of both ways to create an LWP, under the lock:
+    /// refuses when the process has exited, or is exiting and the caller
+    /// is no LWP of it; takes the next lid and an LWP structure. Returns
+    /// it and whether the new LWP must start suspended because its
+    /// creator is being suspended or the process exits.
+    #[inline]
+    fn begin_create(
+        &mut self,
+        p: &Arc<ProcInner>,
+        creator: Option<u32>,
+    ) -> Result<(Arc<Lwp>, bool), LwpError> {
+        if self.status.is_some() || (self.exit_req.is_some() && creator.is_none()) {
+            return Err(LwpError::Invalid {
+                pid: p.pid,
+                lid: 0,
+                why: "the process has exited or is exiting",
+            });
+        }
+        let creator_stopping = creator
+            .and_then(|c| self.lwps.get(&c))
+            .is_some_and(|r| r.suspend_req)
+            || self.exit_req.is_some();
+        let lid = self.next_lid;
+        self.next_lid += 1;
+        Ok((self.new_lwp(p, lid), creator_stopping))
+    }
+
+    /// Enters a new LWP's record in state `state` (IDL or later) and
+    /// counts it.
+    #[inline]
+    fn enter(&mut self, rec: LwpRec) {
+        self.refresh(&rec);
+        // IDL counts as running (see `set_state`).
+        if matches!(rec.state, LwpState::Idl | LwpState::Run) {
+            self.nrun += 1;
+        }
+        if rec.detached {
+            self.ndetached += 1;
+        }
+        self.nlive += 1;
+        self.lwps.insert(rec.lwp.lid, rec);
     }
 
     /// A new LWP structure: the spare one when there is one (see
@@ -1374,45 +1439,19 @@ impl Proc {
             };
             return self.create_here(td, b, f, creator_ctx);
         }
-        let lwp;
-        {
+        let lwp = {
             let mut st = p.lock();
-            if st.status.is_some() || (st.exit_req.is_some() && creator.is_none()) {
-                return Err(LwpError::Invalid {
-                    pid: p.pid,
-                    lid: 0,
-                    why: "the process has exited or is exiting",
-                });
-            }
-            let creator_stopping = creator
-                .and_then(|c| st.lwps.get(&c))
-                .is_some_and(|r| r.suspend_req)
-                || st.exit_req.is_some();
-            let lid = st.next_lid;
-            st.next_lid += 1;
-            lwp = st.new_lwp(p, lid);
-            let detached = b.flags.contains(LwpFlags::DETACHED);
-            let rec = LwpRec {
-                lwp: lwp.clone(),
-                state: LwpState::Idl,
-                detached,
-                suspend_req: b.flags.contains(LwpFlags::SUSPENDED) || creator_stopping,
-                waiter: 0,
-                waiting: false,
-                wait_over: false,
-                waitingfor: 0,
-                sigpend: SigSet::EMPTY,
-                thread: None,
-            };
-            st.refresh(&rec);
-            st.lwps.insert(lid, rec);
-            st.nlive += 1;
-            st.nrun += 1; // Idl counts as running (see set_state)
-            crate::thread::trace::lwp_state(p.pid, lid, 0, LwpState::Idl.netbsd());
-            if detached {
-                st.ndetached += 1;
-            }
-        }
+            let (lwp, creator_stopping) = st.begin_create(p, creator)?;
+            st.enter(LwpRec::new(
+                lwp.clone(),
+                LwpState::Idl,
+                b.flags.contains(LwpFlags::DETACHED),
+                b.flags.contains(LwpFlags::SUSPENDED) || creator_stopping,
+                None,
+            ));
+            crate::thread::trace::lwp_state(p.pid, lwp.lid, 0, LwpState::Idl.netbsd());
+            lwp
+        };
         let lid = lwp.lid;
         // Never spawn under the lock: a new interrupt-priority thread
         // would run at once and take it.
@@ -1500,20 +1539,8 @@ impl Proc {
         let p = &self.inner;
         let creator = creator_ctx.map(|c| c.lid);
         let mut st = p.lock();
-        if st.status.is_some() || (st.exit_req.is_some() && creator.is_none()) {
-            return Err(LwpError::Invalid {
-                pid: p.pid,
-                lid: 0,
-                why: "the process has exited or is exiting",
-            });
-        }
-        let creator_stopping = creator
-            .and_then(|c| st.lwps.get(&c))
-            .is_some_and(|r| r.suspend_req)
-            || st.exit_req.is_some();
-        let lid = st.next_lid;
-        st.next_lid += 1;
-        let lwp = st.new_lwp(p, lid);
+        let (lwp, creator_stopping) = st.begin_create(p, creator)?;
+        let lid = lwp.lid;
         let l2 = lwp.clone();
         let body = move |td: &mut CurThread| lwp_main(td, l2, f);
         let jh = match b.thread_builder().spawn_quiet(td, body) {
@@ -1543,27 +1570,13 @@ impl Proc {
             LwpState::Run
         };
         let tid = jh.id().as_u64();
-        let rec = LwpRec {
+        st.enter(LwpRec::new(
             lwp,
             state,
             detached,
             suspend_req,
-            waiter: 0,
-            waiting: false,
-            wait_over: false,
-            waitingfor: 0,
-            sigpend: SigSet::EMPTY,
-            thread: Some(jh.into_thread()),
-        };
-        st.refresh(&rec);
-        st.lwps.insert(lid, rec);
-        st.nlive += 1;
-        if state == LwpState::Run {
-            st.nrun += 1;
-        }
-        if detached {
-            st.ndetached += 1;
-        }
+            Some(jh.into_thread()),
+        ));
         // The creator's own CPU, at hand (no thread-local lookup).
         let core = td.core();
         crate::trace::trace_event!(core, tr_lwp_state(p.pid, lid, 0, LwpState::Idl.netbsd()));
