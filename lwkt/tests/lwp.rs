@@ -1515,6 +1515,59 @@ fn freed_lwp_structures_are_reused_only_when_unreferenced() {
     });
 }
 
+/// Where a waiter LWP leaves what its `wait` returned (errors as errno).
+type WaitSlot = Arc<Mutex<Option<Result<(Lid, i32), i32>>>>;
+
+/// Makes a spinning LWP (the target, running until `go`) and an LWP on
+/// CPU 1 that waits for it by name, its result in the returned slot;
+/// returns once the waiter sleeps.
+fn waiter_on_cpu1(td: &mut CurThread, p: &Proc, go: &Arc<AtomicBool>) -> (Lid, Lid, WaitSlot) {
+    let target = p
+        .create_lwp(td, LwpBuilder::new(), spinner(go.clone()))
+        .unwrap();
+    let out = Arc::new(Mutex::new(None));
+    let (p2, o2) = (p.clone(), out.clone());
+    let w = p
+        .create_lwp(td, LwpBuilder::new().cpu(1), move |td| {
+            *o2.lock().unwrap() = Some(p2.wait(td, Some(target)).map_err(|e| e.errno()));
+            0
+        })
+        .unwrap();
+    yield_until(td, "the waiter asleep", || {
+        p.state(w) == Some(LwpState::Sleep)
+    });
+    (target, w, out)
+}
+
+/// Holds CPU 1 with a plain thread that has no switch point until the
+/// returned flag is set; returns once it runs.
+fn hog_cpu1(td: &mut CurThread) -> (Arc<AtomicBool>, lwkt::JoinHandle<()>) {
+    let (hogging, release) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (h2, r2) = (hogging.clone(), release.clone());
+    let hog = lwkt::ThreadBuilder::new()
+        .cpu(1)
+        .spawn(td, move |_| {
+            h2.store(true, Ordering::Release);
+            while !r2.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
+        })
+        .unwrap();
+    yield_until(td, "the hog running", || hogging.load(Ordering::Acquire));
+    (release, hog)
+}
+
+/// Sets `flag` from an OS thread after `d`.
+fn set_after(d: Duration, flag: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        std::thread::sleep(d);
+        flag.store(true, Ordering::Release);
+    })
+}
+
 /// The waiter of an LWP that gets detached is done waiting (its wait ends
 /// with `ESRCH`) even before it runs again: an LWP that then waits for
 /// that waiter is not in a deadlock. Here the first waiter cannot run for
@@ -1526,40 +1579,10 @@ fn a_wait_ended_by_detach_is_no_deadlock_before_the_waiter_runs() {
         in_proc_ok(2, |td| {
             let p = td.proc().unwrap();
             let go = Arc::new(AtomicBool::new(false));
-            let target = p
-                .create_lwp(td, LwpBuilder::new(), spinner(go.clone()))
-                .unwrap();
-            let out = Arc::new(Mutex::new(None));
-            let (p2, o2) = (p.clone(), out.clone());
-            let w = p
-                .create_lwp(td, LwpBuilder::new().cpu(1), move |td| {
-                    *o2.lock().unwrap() = Some(p2.wait(td, Some(target)).map_err(|e| e.errno()));
-                    0
-                })
-                .unwrap();
-            yield_until(td, "the waiter asleep", || {
-                p.state(w) == Some(LwpState::Sleep)
-            });
-            // Hold CPU 1 without a switch point for 200 ms.
-            let (hogging, release) = (
-                Arc::new(AtomicBool::new(false)),
-                Arc::new(AtomicBool::new(false)),
-            );
-            let (h2, r2) = (hogging.clone(), release.clone());
-            let hog = lwkt::ThreadBuilder::new()
-                .cpu(1)
-                .spawn(td, move |_| {
-                    h2.store(true, Ordering::Release);
-                    while !r2.load(Ordering::Acquire) {
-                        std::hint::spin_loop();
-                    }
-                })
-                .unwrap();
-            yield_until(td, "the hog running", || hogging.load(Ordering::Acquire));
-            let timer = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(200));
-                release.store(true, Ordering::Release);
-            });
+            let (target, w, out) = waiter_on_cpu1(td, &p, &go);
+            // Hold CPU 1 without a switch point until released.
+            let (release, hog) = hog_cpu1(td);
+            let timer = set_after(Duration::from_millis(200), release);
             p.detach(target).unwrap();
             // `w` is still marked as waiting; the only other live LWP is
             // detached. Not a deadlock: `w` will return.
@@ -1583,46 +1606,16 @@ fn a_wait_ended_by_another_collector_is_no_deadlock_before_the_waiter_runs() {
         in_proc_ok(2, |td| {
             let p = td.proc().unwrap();
             let go = Arc::new(AtomicBool::new(false));
-            let target = p
-                .create_lwp(td, LwpBuilder::new(), spinner(go.clone()))
-                .unwrap();
-            let out = Arc::new(Mutex::new(None));
-            let (p2, o2) = (p.clone(), out.clone());
-            let w = p
-                .create_lwp(td, LwpBuilder::new().cpu(1), move |td| {
-                    *o2.lock().unwrap() = Some(p2.wait(td, Some(target)).map_err(|e| e.errno()));
-                    0
-                })
-                .unwrap();
-            yield_until(td, "the waiter asleep", || {
-                p.state(w) == Some(LwpState::Sleep)
-            });
+            let (target, w, out) = waiter_on_cpu1(td, &p, &go);
             // Hold CPU 1 without a switch point until released.
-            let (hogging, release) = (
-                Arc::new(AtomicBool::new(false)),
-                Arc::new(AtomicBool::new(false)),
-            );
-            let (h2, r2) = (hogging.clone(), release.clone());
-            let hog = lwkt::ThreadBuilder::new()
-                .cpu(1)
-                .spawn(td, move |_| {
-                    h2.store(true, Ordering::Release);
-                    while !r2.load(Ordering::Acquire) {
-                        std::hint::spin_loop();
-                    }
-                })
-                .unwrap();
-            yield_until(td, "the hog running", || hogging.load(Ordering::Acquire));
+            let (release, hog) = hog_cpu1(td);
             // The target exits (on this CPU) while its waiter cannot run.
             go.store(true, Ordering::Release);
             yield_until(td, "the target a zombie", || {
                 p.state(target) == Some(LwpState::Zomb)
             });
             assert_eq!(p.wait(td, Some(target)).unwrap(), (target, 0));
-            let timer = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(200));
-                release.store(true, Ordering::Release);
-            });
+            let timer = set_after(Duration::from_millis(200), release);
             // `w` is still marked as waiting, for an LWP that is gone. Not
             // a deadlock: `w` will return.
             assert_eq!(p.wait(td, Some(w)).unwrap(), (w, 0));
