@@ -645,6 +645,14 @@ struct Entry<'a> {
 }
 
 impl Entry<'_> {
+    /// Takes this wait's entry out of `waiters`, if it is there.
+    fn take_from(&self, waiters: &mut Vec<Waiter>) -> Option<Waiter> {
+        let i = waiters
+            .iter()
+            .position(|w| w.td == self.td && w.seq == self.seq)?;
+        Some(waiters.swap_remove(i))
+    }
+
     /// Removes the entry; returns the readiness its event delivered (0:
     /// none). On the one-shot path, deletes the fd's registration when no
     /// event disarmed it and nobody else waits on it here.
@@ -658,28 +666,19 @@ impl Entry<'_> {
                 let Some(slot) = regs.get_mut((key & 0xffff_ffff) as usize) else {
                     return 0;
                 };
-                let Some(i) = slot
-                    .waiters
-                    .iter()
-                    .position(|w| w.td == self.td && w.seq == self.seq)
-                else {
+                let Some(w) = self.take_from(&mut slot.waiters) else {
                     return 0;
                 };
-                slot.waiters.swap_remove(i)
+                w
             }
             Place::Fd(fd) => {
                 let mut fds = p.fds.borrow_mut();
                 let Some(slot) = fds.get_mut(fd as usize) else {
                     return 0;
                 };
-                let Some(i) = slot
-                    .waiters
-                    .iter()
-                    .position(|w| w.td == self.td && w.seq == self.seq)
-                else {
+                let Some(w) = self.take_from(&mut slot.waiters) else {
                     return 0;
                 };
-                let w = slot.waiters.swap_remove(i);
                 p.oneshot_waiters
                     .set(p.oneshot_waiters.get().saturating_sub(1));
                 if w.got == 0 && slot.pending() == 0 && slot.registered {

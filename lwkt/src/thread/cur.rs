@@ -591,21 +591,7 @@ impl CurThread {
         interest: crate::sched::poll::Interest,
         timeout: Option<Duration>,
     ) -> std::io::Result<crate::sched::poll::Ready> {
-        // As an interruptible `sleep`: a pending LWP signal, stop or kill
-        // ends it before it starts, and the switch point after it lets the
-        // upper layer act (park for a stop, unwind for a kill).
-        if self.sleep_interrupted_by_upcall() {
-            self.switch_point();
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Interrupted,
-                "lwkt: wait_fd interrupted",
-            ));
-        }
-        let r = self
-            .core()
-            .wait_fd_cur(self.t, self.thread(), fd.as_fd(), interest, timeout);
-        self.switch_point();
-        r
+        self.io_wait(|core, t, td| core.wait_fd_cur(t, td, fd.as_fd(), interest, timeout))
     }
 
     /// [`wait_fd`](Self::wait_fd) on a socket of [`crate::net`], through
@@ -619,6 +605,18 @@ impl CurThread {
         interest: crate::sched::poll::Interest,
         timeout: Option<Duration>,
     ) -> std::io::Result<crate::sched::poll::Ready> {
+        self.io_wait(|core, t, td| core.wait_reg_cur(t, td, reg, fd, interest, timeout))
+    }
+
+    /// An fd wait (`wait`: the core's half) as an interruptible `sleep`:
+    /// a pending LWP signal, stop or kill ends it before it starts, and
+    /// the switch point after it lets the upper layer act (park for a
+    /// stop, unwind for a kill).
+    #[inline]
+    fn io_wait(
+        &mut self,
+        wait: impl FnOnce(&Core, TdPtr, &Thread) -> std::io::Result<crate::sched::poll::Ready>,
+    ) -> std::io::Result<crate::sched::poll::Ready> {
         if self.sleep_interrupted_by_upcall() {
             self.switch_point();
             return Err(std::io::Error::new(
@@ -626,9 +624,7 @@ impl CurThread {
                 "lwkt: wait_fd interrupted",
             ));
         }
-        let r = self
-            .core()
-            .wait_reg_cur(self.t, self.thread(), reg, fd, interest, timeout);
+        let r = wait(self.core(), self.t, self.thread());
         self.switch_point();
         r
     }
