@@ -1515,6 +1515,40 @@ fn freed_lwp_structures_are_reused_only_when_unreferenced() {
     });
 }
 
+/// A collected LWP's structure is the next LWP's, and so is the control
+/// block its thread's references use: through structures recycled between
+/// the two CPUs, a suspend still reaches the new thread (kicking it out of
+/// its sleep, on the right CPU) and a resume lets it finish.
+#[test]
+fn recycled_lwp_structures_reach_their_new_thread_across_cpus() {
+    bounded(60, "recycled control blocks", || {
+        in_proc_ok(2, |td| {
+            let p = td.proc().unwrap();
+            let chan = Arc::new(0u8);
+            for round in 0..20 {
+                let cpu = round % 2;
+                let c2 = chan.clone();
+                let t = p
+                    .create_lwp(td, LwpBuilder::new().cpu(cpu), move |td| {
+                        let r = td.sleep(&*c2, Sleep::default().interruptible());
+                        assert_eq!(r, Err(lwkt::SleepError::Interrupted), "round {round}");
+                        assert_eq!(td.cpu(), cpu, "round {round}");
+                        round as i32
+                    })
+                    .unwrap();
+                yield_until(td, "the sleeper", || p.state(t) == Some(LwpState::Sleep));
+                p.suspend(td, t).unwrap();
+                yield_until(td, "the suspension", || {
+                    p.state(t) == Some(LwpState::Suspended)
+                });
+                p.resume(t).unwrap();
+                assert_eq!(p.wait(td, Some(t)).unwrap(), (t, round as i32));
+            }
+            0
+        })
+    });
+}
+
 /// Where a waiter LWP leaves what its `wait` returned (errors as errno).
 type WaitSlot = Arc<Mutex<Option<Result<(Lid, i32), i32>>>>;
 

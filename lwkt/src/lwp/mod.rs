@@ -2,7 +2,9 @@
 //! (`kern_lwp.c`) on top of the LWKT core.
 //!
 //! A [`Proc`] groups LWPs. Each LWP is an lwkt thread that runs with a hook
-//! attached: the core knows nothing of processes; it only sets a thread's
+//! attached, and whose control block (what [`ThreadRef`]s refer to) lives
+//! in the LWP's own structure, so an LWP is one allocation, recycled
+//! within its process. The core knows nothing of processes; it only sets a thread's
 //! UPCALL flag when asked ([`ThreadRef`]'s upcall request, one bit the
 //! thread tests after every switch) and keeps the [`LwpCtl`] block up to
 //! date on every switch of a thread that asked for one. Everything else
@@ -77,14 +79,21 @@ pub use signal::{SigSet, Signal};
 use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use parking_lot::{Condvar, Mutex as PMutex, MutexGuard as PMutexGuard};
 
 use crate::error::SleepError;
 use crate::priority::Priority;
 use crate::sched::core::with_current;
-use crate::sched::ctl::SwitchCtl;
+use std::ptr::NonNull;
+
+use crate::sched::ctl::{Ctl, CtlOwner, SwitchCtl};
+use crate::sched::machine::Machine;
 use crate::sched::td::tdf;
 use crate::thread::cur::Upcall;
+use crate::thread::join::Payload;
+use crate::thread::spawn::{Keeper, PlannedSpawn, SpawnFrom};
 use crate::thread::{CurThread, Handle, Sleep, ThreadBuilder, ThreadId, ThreadRef};
 use key::Slot;
 
@@ -330,7 +339,7 @@ impl fmt::Display for LwpInfo {
 struct ProcInner {
     pid: u32,
     handle: Handle,
-    st: Mutex<ProcState>,
+    st: PMutex<ProcState>,
     /// `join_blocking` waits here.
     done_cv: Condvar,
     /// Wait channel of `wait` (any address would do; these are stable).
@@ -464,7 +473,7 @@ impl LwpRec {
         state: LwpState,
         detached: bool,
         suspend_req: bool,
-        thread: Option<ThreadRef>,
+        has_thread: bool,
     ) -> LwpRec {
         LwpRec {
             lwp,
@@ -476,7 +485,22 @@ impl LwpRec {
             wait_over: false,
             waitingfor: 0,
             sigpend: SigSet::EMPTY,
-            thread,
+            has_thread,
+        }
+    }
+
+    /// A reference to the LWP's thread, while it has one.
+    fn thread(&self) -> Option<ThreadRef> {
+        self.has_thread
+            .then(|| ThreadRef::from_packet(self.lwp.clone() as Arc<dyn CtlOwner>))
+    }
+
+    /// The LWP's thread id, while it has a thread (0: none).
+    fn tid(&self) -> u64 {
+        if self.has_thread {
+            self.lwp.tctl.tid
+        } else {
+            0
         }
     }
 
@@ -514,7 +538,10 @@ struct LwpRec {
     /// ...for this LWP (0: any).
     waitingfor: u32,
     sigpend: SigSet,
-    thread: Option<ThreadRef>,
+    /// Whether the LWP's thread exists and requests reach it by upcall
+    /// (set once its spawn is done, cleared when it exits). Its control
+    /// block is `lwp.tctl`.
+    has_thread: bool,
 }
 
 /// An LWP: what others may hold on to ([`LwpRef`]), and the hook its own
@@ -522,6 +549,13 @@ struct LwpRec {
 pub(crate) struct Lwp {
     lid: u32,
     proc: Arc<ProcInner>,
+    /// The control block of the LWP's thread (the core's `Ctl`, which a
+    /// join packet holds for other threads): [`ThreadRef`]s to the thread
+    /// hold this structure. Filled in for each spawn
+    /// (`ProcState::new_lwp`).
+    tctl: Ctl,
+    /// Set when runtime shutdown cancelled the thread (`CtlOwner::cancel`).
+    cancelled: AtomicBool,
     /// The `lwpctl` block the switch path updates.
     ctl: SwitchCtl,
     /// A level: interruptible sleeps of this LWP fail while set (a pending
@@ -555,14 +589,27 @@ pub(crate) struct Lwp {
 struct LwpExit(i32);
 
 impl ProcInner {
-    fn lock(&self) -> MutexGuard<'_, ProcState> {
-        // A panic never happens while the lock is held (nothing under it
-        // calls user code), but be robust anyway.
-        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    /// `p_lock`. A `parking_lot` mutex: no poisoning to track on every
+    /// lock and unlock (nothing under the lock calls user code or
+    /// panics on purpose), and a spin before parking fits its short
+    /// critical sections.
+    #[inline]
+    fn lock(&self) -> PMutexGuard<'_, ProcState> {
+        self.st.lock()
     }
 
     fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// A thread that could not be created (bad CPU or stack size, no
+    /// stack, runtime shut down).
+    #[cold]
+    fn create_error(&self, e: crate::Error) -> LwpError {
+        LwpError::Create {
+            pid: self.pid,
+            why: e.to_string(),
+        }
     }
 
     /// Lets LWPs in `wait` look again.
@@ -600,8 +647,7 @@ impl ProcState {
             self.nzomb += 1;
             self.nlive -= 1;
         }
-        let tid = rec.thread.as_ref().map_or(0, |t| t.id().as_u64());
-        crate::thread::trace::lwp_state(self.pid, lid, tid, new.netbsd());
+        crate::thread::trace::lwp_state(self.pid, lid, rec.tid(), new.netbsd());
     }
 
     /// An LWP's exit with a status for the whole process (a panic, or
@@ -640,6 +686,7 @@ impl ProcState {
         &mut self,
         p: &Arc<ProcInner>,
         creator: Option<u32>,
+        spawn: (&PlannedSpawn, &Arc<Machine>),
     ) -> Result<(Arc<Lwp>, bool), LwpError> {
         if self.status.is_some() || (self.exit_req.is_some() && creator.is_none()) {
             return Err(LwpError::Invalid {
@@ -654,7 +701,7 @@ impl ProcState {
             || self.exit_req.is_some();
         let lid = self.next_lid;
         self.next_lid += 1;
-        Ok((self.new_lwp(p, lid), creator_stopping))
+        Ok((self.new_lwp(p, lid, spawn), creator_stopping))
     }
 
     /// Enters a new LWP's record in state `state` (IDL or later) and
@@ -673,9 +720,16 @@ impl ProcState {
         self.lwps.insert(rec.lwp.lid, rec);
     }
 
-    /// A new LWP structure: the spare one when there is one (see
-    /// `spare`), else a fresh allocation.
-    fn new_lwp(&mut self, p: &Arc<ProcInner>, lid: u32) -> Arc<Lwp> {
+    /// A new LWP structure, its thread's control block filled in for
+    /// `spawn`: the spare one when there is one (see `spare`), else a
+    /// fresh allocation.
+    #[inline]
+    fn new_lwp(
+        &mut self,
+        p: &Arc<ProcInner>,
+        lid: u32,
+        (spawn, machine): (&PlannedSpawn, &Arc<Machine>),
+    ) -> Arc<Lwp> {
         if let Some(spare) = self.spare.take() {
             debug_assert!(Arc::strong_count(&spare) == 1 && Arc::weak_count(&spare) == 0);
             // SAFETY: `spare` is the only reference to this structure (the
@@ -686,9 +740,15 @@ impl ProcState {
             // `Arc::as_ptr`, which keeps the allocation's write permission.
             let l = unsafe { &mut *Arc::as_ptr(&spare).cast_mut() };
             l.reset(lid);
+            if l.tctl.is_of(machine) {
+                l.tctl.renew(spawn.tid(), spawn.cpu());
+            } else {
+                l.tctl = Ctl::new(machine.clone(), spawn.tid(), spawn.cpu());
+            }
             return spare;
         }
-        Arc::new(Lwp::new(lid, p.clone()))
+        let ctl = Ctl::new(machine.clone(), spawn.tid(), spawn.cpu());
+        Arc::new(Lwp::new(lid, p.clone(), ctl))
     }
 
     /// Recomputes every LWP's interrupt level.
@@ -718,34 +778,40 @@ impl ProcState {
     }
 
     /// [`free`](Self::free) of the record at index `i`.
+    #[inline]
     fn free_at(&mut self, i: usize) -> i32 {
-        let (_, rec) = if i + 1 == self.lwps.v.len() {
-            self.lwps.v.pop().expect("index checked")
-        } else {
-            self.lwps.v.remove(i)
-        };
+        // Read in place; only the structure's reference moves out below
+        // (moving the whole record through the stack cost more than the
+        // rest of this function).
+        let rec = &self.lwps.v[i].1;
         debug_assert_eq!(rec.state, LwpState::Zomb);
-        self.nzomb -= 1;
-        if rec.detached {
-            self.ndetached -= 1;
-        }
-        rec.lwp.reaped.store(true, Ordering::Release);
+        let detached = rec.detached;
+        let lwp = &rec.lwp;
+        lwp.reaped.store(true, Ordering::Release);
         // Stored by the exiting thread before its exit took the lock.
-        let v = rec.lwp.exit_value.load(Ordering::Relaxed);
+        let v = lwp.exit_value.load(Ordering::Relaxed);
         // `Arc::get_mut`'s test without its compare-and-swap on the weak
         // count (which only guards against a `Weak` being upgraded
         // meanwhile): no `Weak<Lwp>` is ever made, so a strong count of 1
         // means this is the only reference, and with the record holding it
-        // nobody can make another. The fence pairs with the Release
+        // nobody can make another. The fence below pairs with the Release
         // decrement of the last other holder's drop, as `get_mut`'s
         // Acquire does.
-        if self.status.is_none()
-            && Arc::strong_count(&rec.lwp) == 1
-            && Arc::weak_count(&rec.lwp) == 0
-        {
+        let keep =
+            self.status.is_none() && Arc::strong_count(lwp) == 1 && Arc::weak_count(lwp) == 0;
+        let lwp = if i + 1 == self.lwps.v.len() {
+            self.lwps.v.pop().expect("index checked").1.lwp
+        } else {
+            self.lwps.v.remove(i).1.lwp
+        };
+        self.nzomb -= 1;
+        if detached {
+            self.ndetached -= 1;
+        }
+        if keep {
             std::sync::atomic::fence(Ordering::Acquire);
             // Nobody else refers to it: keep it for the next create.
-            self.spare = Some(rec.lwp);
+            self.spare = Some(lwp);
         }
         v
     }
@@ -758,7 +824,7 @@ impl ProcState {
             .filter(|(l, r)| **l != except && r.state != LwpState::Zomb)
             .filter_map(|(_, r)| {
                 let parked = matches!(r.state, LwpState::Suspended | LwpState::Stop);
-                r.thread.clone().map(|t| (t, parked))
+                r.thread().map(|t| (t, parked))
             })
             .collect()
     }
@@ -849,10 +915,12 @@ impl ProcState {
 }
 
 impl Lwp {
-    fn new(lid: u32, proc: Arc<ProcInner>) -> Lwp {
+    fn new(lid: u32, proc: Arc<ProcInner>, tctl: Ctl) -> Lwp {
         Lwp {
             lid,
             proc,
+            tctl,
+            cancelled: AtomicBool::new(false),
             ctl: SwitchCtl::new(),
             intr: AtomicBool::new(false),
             exit_value: AtomicI32::new(0),
@@ -867,14 +935,17 @@ impl Lwp {
     }
 
     /// Makes a freed LWP's structure (of the same process) new again, as
-    /// `new(lid, proc)` would: reused only through `&mut`, i.e. when
-    /// nobody else can see it (see `ProcState::spare`).
+    /// `new(lid, proc, _)` would, but for the thread's control block, which
+    /// the caller fills in: reused only through `&mut`, i.e. when nobody
+    /// else can see it (see `ProcState::spare`).
     fn reset(&mut self, lid: u32) {
         // Every field named, so that a new one cannot be forgotten here;
         // the process stays the same.
         let Lwp {
             lid: l,
             proc: _,
+            tctl: _,
+            cancelled,
             ctl,
             intr,
             exit_value,
@@ -887,6 +958,7 @@ impl Lwp {
             child_tid,
         } = self;
         *l = lid;
+        *cancelled.get_mut() = false;
         *ctl = SwitchCtl::new();
         *intr.get_mut() = false;
         *exit_value.get_mut() = 0;
@@ -1006,9 +1078,88 @@ impl Upcall for Lwp {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
+}
 
-    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
-        self
+/// The LWP's structure is its thread's control block: [`ThreadRef`]s to
+/// the thread keep it alive.
+impl CtlOwner for Lwp {
+    fn ctl(&self) -> &Ctl {
+        &self.tctl
+    }
+
+    fn finished(&self) -> bool {
+        self.exited.load(Ordering::Acquire) || self.cancelled.load(Ordering::Acquire)
+    }
+
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+    }
+}
+
+/// An LWP's thread holds its LWP for as long as it runs (the only
+/// reference the thread needs: it is the control block and the upcall),
+/// and does the LWP's exit bookkeeping when its body ends.
+impl Keeper for Arc<Lwp> {
+    type Out = i32;
+
+    fn owner(&self) -> NonNull<dyn CtlOwner> {
+        NonNull::from(&**self as &dyn CtlOwner)
+    }
+
+    fn upcall(&self) -> Option<NonNull<dyn Upcall>> {
+        Some(NonNull::from(&**self as &dyn Upcall))
+    }
+
+    /// The end of `lwp_exit`: the exit value (a return, or an unwind with
+    /// [`LwpExit`]) or the panic, key destructors, then the zombie.
+    #[inline]
+    fn complete(&self, td: &mut CurThread, r: Result<i32, Payload>) {
+        let ctx: &Lwp = self;
+        ctx.exiting.store(true, Ordering::Relaxed);
+        let (value, why) = match r {
+            Ok(v) => (v, None),
+            Err(e) => match e.downcast::<LwpExit>() {
+                Ok(x) => (x.0, None),
+                Err(e) => (
+                    0,
+                    Some(ExitStatus::Panicked {
+                        lid: Lid(ctx.lid),
+                        message: panic_message(&*e),
+                    }),
+                ),
+            },
+        };
+        // Destructors run while the LWP is still alive (not a zombie yet);
+        // a panic in one ends the process like any LWP panic.
+        let d = if ctx.has_specific.load(Ordering::Relaxed) {
+            catch_unwind(AssertUnwindSafe(|| ctx.run_destructors()))
+        } else {
+            Ok(())
+        };
+        let why = match (why, d) {
+            (Some(w), _) => Some(w),
+            (None, Err(e)) if e.downcast_ref::<LwpExit>().is_none() => Some(ExitStatus::Panicked {
+                lid: Lid(ctx.lid),
+                message: panic_message(&*e),
+            }),
+            _ => None,
+        };
+        lwp_exited(&ctx.proc, ctx, value, why);
+        finish_ctl(td, ctx);
+    }
+
+    /// The runtime is shutting down and unwinds the LWP's stack: account
+    /// for the LWP and let the unwinding go on.
+    fn unwound(&self, td: &mut CurThread) {
+        self.exiting.store(true, Ordering::Relaxed);
+        lwp_exited(&self.proc, self, 0, Some(ExitStatus::Cancelled));
+        finish_ctl(td, self);
+    }
+
+    /// A spawn on another CPU whose message the shutdown dropped: as a
+    /// join packet would, the control block reports the thread finished.
+    fn never_ran(self) {
+        self.cancel();
     }
 }
 
@@ -1017,11 +1168,24 @@ pub(crate) fn current_ctx(td: &CurThread) -> Option<&Lwp> {
     let u = td.upcall()?;
     debug_assert!(u.as_any().is::<Lwp>());
     // SAFETY: `Lwp` is the only implementor of the crate-private `Upcall`
-    // trait, and `lwp_main` the only place that attaches one, so a thread's
-    // upcall is always an `Lwp`: the data pointer of the trait object is
-    // one (the `Any` check above confirms it in debug builds). This is
-    // what `downcast_ref` does after its two dynamic calls.
-    Some(unsafe { &*Arc::as_ptr(u).cast::<Lwp>() })
+    // trait, and the only keeper that attaches one is `Arc<Lwp>`, so a
+    // thread's upcall is always an `Lwp`: the data pointer of the trait
+    // object is one (the `Any` check above confirms it in debug builds).
+    // This is what `downcast_ref` does after its two dynamic calls.
+    Some(unsafe { &*(u as *const dyn Upcall).cast::<Lwp>() })
+}
+
+/// [`current_ctx`] as a new reference.
+fn current_arc(td: &CurThread) -> Option<Arc<Lwp>> {
+    let ctx: *const Lwp = current_ctx(td)?;
+    // SAFETY: an LWP's structure lives in the `Arc<Lwp>` allocation its
+    // thread's keeper holds for the thread's whole run (see `Keeper for
+    // Arc<Lwp>`), and `ctx` is its data pointer (`current_ctx`): taking
+    // one more strong reference to it is what `Arc::clone` does.
+    unsafe {
+        Arc::increment_strong_count(ctx);
+        Some(Arc::from_raw(ctx))
+    }
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -1034,81 +1198,26 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// The body of every LWP's thread.
-fn lwp_main<F>(td: &mut CurThread, lwp: Arc<Lwp>, f: F)
+/// The start of every LWP's thread, before its function: the `lwpctl`
+/// block and the trace tag, and the requests made before the creator
+/// registered the thread (the creator forwards later ones: see `create`).
+/// The function's value or unwind goes to the keeper's `complete`.
+#[inline]
+fn lwp_body<F>(td: &mut CurThread, ctx: &Lwp, f: F) -> i32
 where
     F: FnOnce(&mut CurThread) -> i32,
 {
     {
         let th = td.thread();
-        th.swctl.set(&lwp.ctl);
+        th.swctl.set(&ctx.ctl);
         th.set(tdf::SWCTL);
-        th.lwp_tag.set((lwp.proc.pid, lwp.lid));
+        th.lwp_tag.set((ctx.proc.pid, ctx.lid));
     }
-    lwp.ctl.switched_in(td.cpu());
-    let raw = Arc::as_ptr(&lwp);
-    // The thread's reference to its LWP is the upcall's.
-    td.set_upcall(Some(lwp));
-    // SAFETY: the upcall reference set just above keeps the structure
-    // alive until `set_upcall(None)` at the very end of this function,
-    // after the last use of `ctx` (and of `p`, borrowed from it); only
-    // this function attaches or detaches an LWP thread's upcall. On the
-    // unwinding path below the upcall stays attached until the thread's
-    // `CurThread` is dropped, after this frame.
-    let ctx: &Lwp = unsafe { &*raw };
-    let p = &ctx.proc;
-    // Requests made before the creator registered this thread (it does so
-    // right after the spawn) are seen here, or the creator forwards them
-    // (see `create`).
-    let r = catch_unwind(AssertUnwindSafe(|| {
-        if ctx.intr.load(Ordering::Acquire) {
-            ctx.stop_point(td);
-        }
-        f(td)
-    }));
-    ctx.exiting.store(true, Ordering::Relaxed);
-    if td.thread().has(tdf::UNWINDING) {
-        // The runtime is shutting down and unwinds this stack: account for
-        // the LWP and let the unwinding go on.
-        lwp_exited(p, ctx, 0, Some(ExitStatus::Cancelled));
-        finish_ctl(td, ctx);
-        if let Err(e) = r {
-            resume_unwind(e);
-        }
-        return;
+    ctx.ctl.switched_in(td.cpu());
+    if ctx.intr.load(Ordering::Acquire) {
+        ctx.stop_point(td);
     }
-    let (value, why) = match r {
-        Ok(v) => (v, None),
-        Err(e) => match e.downcast::<LwpExit>() {
-            Ok(x) => (x.0, None),
-            Err(e) => (
-                0,
-                Some(ExitStatus::Panicked {
-                    lid: Lid(ctx.lid),
-                    message: panic_message(&*e),
-                }),
-            ),
-        },
-    };
-    // Destructors run while the LWP is still alive (not a zombie yet); a
-    // panic in one ends the process like any LWP panic.
-    let d = if ctx.has_specific.load(Ordering::Relaxed) {
-        catch_unwind(AssertUnwindSafe(|| ctx.run_destructors()))
-    } else {
-        Ok(())
-    };
-    let why = match (why, d) {
-        (Some(w), _) => Some(w),
-        (None, Err(e)) if e.downcast_ref::<LwpExit>().is_none() => Some(ExitStatus::Panicked {
-            lid: Lid(ctx.lid),
-            message: panic_message(&*e),
-        }),
-        _ => None,
-    };
-    lwp_exited(p, ctx, value, why);
-    finish_ctl(td, ctx);
-    // Last: drops the thread's reference (`ctx` and `p` are not used after).
-    td.set_upcall(None);
+    f(td)
 }
 
 fn finish_ctl(td: &mut CurThread, lwp: &Lwp) {
@@ -1118,6 +1227,7 @@ fn finish_ctl(td: &mut CurThread, lwp: &Lwp) {
 
 /// An LWP's exit bookkeeping (the end of `lwp_exit`): zombie (or freed at
 /// once when detached); the process ends with its last LWP.
+#[inline]
 fn lwp_exited(p: &Arc<ProcInner>, lwp: &Lwp, value: i32, why: Option<ExitStatus>) {
     lwp.exit_value.store(value, Ordering::Relaxed);
     lwp.exited.store(true, Ordering::Release);
@@ -1125,7 +1235,7 @@ fn lwp_exited(p: &Arc<ProcInner>, lwp: &Lwp, value: i32, why: Option<ExitStatus>
     let others = why.and_then(|w| st.start_exit(w, lwp.lid));
     if let Some(i) = st.lwps.pos(lwp.lid) {
         let rec = &mut st.lwps.v[i].1;
-        rec.thread = None;
+        rec.has_thread = false;
         rec.suspend_req = false;
         rec.sigpend = SigSet::EMPTY;
         let detached = rec.detached;
@@ -1347,7 +1457,7 @@ impl Proc {
             inner: Arc::new(ProcInner {
                 pid,
                 handle,
-                st: Mutex::new(ProcState {
+                st: PMutex::new(ProcState {
                     pid,
                     next_lid: 1,
                     ..ProcState::default()
@@ -1428,9 +1538,8 @@ impl Proc {
             Via::Handle(_) => (None, false),
         };
         // SAFETY: the running LWP's structure is kept alive by its own
-        // thread's upcall reference, which stays attached for as long as
-        // the thread runs its body (only `lwp_main` attaches and detaches
-        // it), and this is that thread, inside its body.
+        // thread's keeper for the thread's whole run (see `Keeper for
+        // Arc<Lwp>`), and this is that thread, running.
         let creator_ctx = creator_ctx.map(|c| unsafe { &*c });
         let creator = creator_ctx.map(|c| c.lid);
         if here {
@@ -1439,15 +1548,24 @@ impl Proc {
             };
             return self.create_here(td, b, f, creator_ctx);
         }
+        let from = match &via {
+            Via::Td(td) => SpawnFrom::Thread(td),
+            Via::Handle(h) => SpawnFrom::Handle(h),
+        };
+        let planned = b
+            .thread_builder()
+            .plan_spawn(&from)
+            .map_err(|e| p.create_error(e))?;
         let lwp = {
             let mut st = p.lock();
-            let (lwp, creator_stopping) = st.begin_create(p, creator)?;
+            let (lwp, creator_stopping) =
+                st.begin_create(p, creator, (&planned, from.machine()))?;
             st.enter(LwpRec::new(
                 lwp.clone(),
                 LwpState::Idl,
                 b.flags.contains(LwpFlags::DETACHED),
                 b.flags.contains(LwpFlags::SUSPENDED) || creator_stopping,
-                None,
+                false,
             ));
             crate::thread::trace::lwp_state(p.pid, lwp.lid, 0, LwpState::Idl.netbsd());
             lwp
@@ -1455,44 +1573,34 @@ impl Proc {
         let lid = lwp.lid;
         // Never spawn under the lock: a new interrupt-priority thread
         // would run at once and take it.
-        let tb = b.thread_builder();
-        let l2 = lwp.clone();
-        let body = move |td: &mut CurThread| lwp_main(td, l2, f);
-        let spawned = match via {
-            Via::Td(td) => tb.spawn(td, body),
-            Via::Handle(h) => tb.spawn_from(h, body),
-        };
-        let thread = match spawned {
-            Ok(jh) => jh.thread(),
-            Err(e) => {
-                let mut st = p.lock();
-                if let Some(rec) = st.lwps.remove(&lid) {
-                    st.nlive -= 1;
-                    if rec.state == LwpState::Idl {
-                        st.nrun -= 1;
-                    }
-                    if rec.detached {
-                        st.ndetached -= 1;
-                    }
+        let body = move |td: &mut CurThread, l: &Arc<Lwp>| lwp_body(td, l, f);
+        if let Err(e) = planned.launch(from, lwp, body, false) {
+            let mut st = p.lock();
+            if let Some(rec) = st.lwps.remove(&lid) {
+                st.nlive -= 1;
+                if rec.state == LwpState::Idl {
+                    st.nrun -= 1;
                 }
-                return Err(LwpError::Create {
-                    pid: p.pid,
-                    why: e.to_string(),
-                });
+                if rec.detached {
+                    st.ndetached -= 1;
+                }
             }
-        };
+            return Err(p.create_error(e));
+        }
         let mut st = p.lock();
         let stopping = st.stopping;
-        let mut forward = false;
+        let mut forward = None;
         if let Some(i) = st.lwps.pos(lid) {
             let rec = &mut st.lwps.v[i].1;
+            if rec.state != LwpState::Zomb {
+                rec.has_thread = true;
+            }
             // From here on requests reach the thread by upcall. One made
             // since the insert above (the level is set) may have missed
             // it: forward it now (the thread may have passed its first
             // stop point already).
-            forward = rec.lwp.intr.load(Ordering::Acquire);
-            if rec.state != LwpState::Zomb {
-                rec.thread = Some(thread.clone());
+            if rec.lwp.intr.load(Ordering::Acquire) {
+                forward = rec.thread();
             }
             if rec.state == LwpState::Idl {
                 let new = if rec.suspend_req {
@@ -1507,8 +1615,8 @@ impl Proc {
         }
         let waiters = st.nsleep > 0;
         drop(st);
-        if forward {
-            thread.upcall(true);
+        if let Some(t) = forward {
+            t.upcall(true);
         }
         if waiters {
             p.wake_waiters();
@@ -1517,15 +1625,16 @@ impl Proc {
     }
 
     /// `create` of an LWP on the caller's own CPU, in one critical
-    /// section: the thread is spawned under the process lock with
-    /// `spawn_quiet`, which only queues it (it cannot run, and the caller
-    /// cannot be switched out, before the lock is dropped), so the record
-    /// is entered complete (thread and first state) and no request can
-    /// come between the record and its thread. Invariant this relies on:
-    /// nothing in a same-CPU `spawn_quiet` switches or runs user code; the
-    /// preemption it may make due runs after the lock is dropped. The
-    /// price: the spawn (a cached stack, or a fresh mapping) lengthens the
-    /// critical section other CPUs' LWPs of the process may wait on.
+    /// section: the thread is spawned under the process lock without
+    /// preemption (`launch` with `preempt` off), which only queues it (it
+    /// cannot run, and the caller cannot be switched out, before the lock
+    /// is dropped), so the record is entered complete (thread and first
+    /// state) and no request can come between the record and its thread.
+    /// Invariant this relies on: nothing in a same-CPU launch without
+    /// preemption switches or runs user code; the preemption it may make
+    /// due runs after the lock is dropped. The price: the spawn (a cached
+    /// stack, or a fresh mapping) lengthens the critical section other
+    /// CPUs' LWPs of the process may wait on.
     fn create_here<F>(
         &self,
         td: &mut CurThread,
@@ -1538,26 +1647,25 @@ impl Proc {
     {
         let p = &self.inner;
         let creator = creator_ctx.map(|c| c.lid);
+        let from = SpawnFrom::Thread(td);
+        let planned = b
+            .thread_builder()
+            .plan_spawn(&from)
+            .map_err(|e| p.create_error(e))?;
+        let tid = planned.tid();
         let mut st = p.lock();
-        let (lwp, creator_stopping) = st.begin_create(p, creator)?;
+        let (lwp, creator_stopping) = st.begin_create(p, creator, (&planned, from.machine()))?;
         let lid = lwp.lid;
-        let l2 = lwp.clone();
-        let body = move |td: &mut CurThread| lwp_main(td, l2, f);
-        let jh = match b.thread_builder().spawn_quiet(td, body) {
-            Ok(jh) => jh,
-            Err(e) => {
-                // Nothing entered; the lid stays unused.
-                drop(st);
-                return Err(LwpError::Create {
-                    pid: p.pid,
-                    why: e.to_string(),
-                });
-            }
-        };
+        let body = move |td: &mut CurThread, l: &Arc<Lwp>| lwp_body(td, l, f);
+        if let Err(e) = planned.launch(from, lwp.clone(), body, false) {
+            // Nothing entered; the lid stays unused.
+            drop(st);
+            return Err(p.create_error(e));
+        }
         if let Some(c) = creator_ctx {
             // The hint `wait` uses (see `Lwp::child_lid`).
             c.child_lid.store(lid, Ordering::Relaxed);
-            c.child_tid.store(jh.id().as_u64(), Ordering::Relaxed);
+            c.child_tid.store(tid, Ordering::Relaxed);
         }
         let detached = b.flags.contains(LwpFlags::DETACHED);
         let suspend_req = b.flags.contains(LwpFlags::SUSPENDED) || creator_stopping;
@@ -1569,14 +1677,7 @@ impl Proc {
         } else {
             LwpState::Run
         };
-        let tid = jh.id().as_u64();
-        st.enter(LwpRec::new(
-            lwp,
-            state,
-            detached,
-            suspend_req,
-            Some(jh.into_thread()),
-        ));
+        st.enter(LwpRec::new(lwp, state, detached, suspend_req, true));
         // The creator's own CPU, at hand (no thread-local lookup).
         let core = td.core();
         crate::trace::trace_event!(core, tr_lwp_state(p.pid, lid, 0, LwpState::Idl.netbsd()));
@@ -1747,7 +1848,7 @@ impl Proc {
     /// they wanted may be gone).
     fn wait_done(
         &self,
-        mut st: MutexGuard<'_, ProcState>,
+        mut st: PMutexGuard<'_, ProcState>,
         me: u32,
         want: u32,
         slept: bool,
@@ -1911,7 +2012,7 @@ impl Proc {
             _ => {}
         }
         rec.suspend_req = true;
-        let t = rec.thread.clone();
+        let t = rec.thread();
         let rec = &st.lwps[&lid.0];
         st.refresh(rec);
         drop(st);
@@ -1923,9 +2024,7 @@ impl Proc {
 
     /// The caller stops at once (a self-suspend): its own switch point.
     fn self_stop(&self, td: &mut CurThread) {
-        if let Some(u) = td.upcall().cloned() {
-            u.at_switch_point(td);
-        }
+        td.run_upcall_now();
     }
 }
 
@@ -1950,7 +2049,7 @@ impl Proc {
         rec.suspend_req = false;
         let mut wake = None;
         if rec.state == LwpState::Suspended {
-            wake = rec.thread.clone();
+            wake = rec.thread();
             let new = if stopping {
                 LwpState::Stop
             } else {
@@ -2107,7 +2206,7 @@ impl Proc {
             };
             st.set_state(l, new);
             if new == LwpState::Run {
-                wake.extend(st.lwps[&l].thread.clone());
+                wake.extend(st.lwps[&l].thread());
             }
         }
         st.refresh_all();
@@ -2168,7 +2267,7 @@ impl Proc {
         }
         let rec = st.lwps.get_mut(&lid.0).expect("checked above");
         rec.sigpend.insert(sig);
-        let t = rec.thread.clone();
+        let t = rec.thread();
         let rec = &st.lwps[&lid.0];
         st.refresh(rec);
         drop(st);
@@ -2188,7 +2287,7 @@ impl Proc {
                 LwpInfo {
                     pid: Pid(self.inner.pid),
                     lid: Lid(l),
-                    tid: r.thread.as_ref().map(ThreadRef::id),
+                    tid: r.has_thread.then(|| ThreadId::from_raw(r.tid())),
                     state,
                     detached: r.detached,
                     cpu,
@@ -2316,7 +2415,7 @@ impl ProcHandle {
             if let Some(s) = &st.status {
                 return s.clone();
             }
-            st = p.done_cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            p.done_cv.wait(&mut st);
         }
     }
 
@@ -2447,7 +2546,7 @@ impl CurThread {
     /// This LWP's `lwpctl` block (`_lwp_ctl`), if the thread is an LWP.
     #[doc(alias = "_lwp_ctl")]
     pub fn lwpctl(&self) -> Option<LwpCtl> {
-        let lwp = self.upcall()?.clone().into_any().downcast::<Lwp>().ok()?;
+        let lwp = current_arc(self)?;
         Some(LwpCtl { lwp })
     }
 

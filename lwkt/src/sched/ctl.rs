@@ -52,6 +52,32 @@ impl Ctl {
         }
     }
 
+    /// Makes a control block no reference is left to (`&mut`) new again
+    /// for thread `tid` on `cpu` of the same runtime, as `new` would,
+    /// without touching the runtime's reference count (Relaxed stores: the
+    /// `&mut` already excludes every other access).
+    pub(crate) fn renew(&mut self, tid: u64, cpu: usize) {
+        // Every field named, so that a new one cannot be forgotten here;
+        // the runtime stays the same.
+        let Ctl {
+            tid: t,
+            machine: _,
+            cpu: c,
+            td,
+            migrating,
+            interrupt,
+            joiner,
+            joiner_cpu,
+        } = self;
+        *t = tid;
+        c.store(cpu, Ordering::Relaxed);
+        td.store(std::ptr::null_mut(), Ordering::Relaxed);
+        migrating.store(false, Ordering::Relaxed);
+        interrupt.store(false, Ordering::Relaxed);
+        joiner.store(std::ptr::null_mut(), Ordering::Relaxed);
+        joiner_cpu.store(usize::MAX, Ordering::Relaxed);
+    }
+
     /// Whether the thread belongs to the runtime of `m`.
     #[inline]
     pub(crate) fn is_of(&self, m: &Machine) -> bool {

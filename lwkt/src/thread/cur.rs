@@ -10,6 +10,7 @@
 use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
+use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use super::handle::Handle;
@@ -20,7 +21,6 @@ use crate::error::{Error, SleepError};
 use crate::priority::Priority;
 use crate::sched::core::Core;
 use crate::sched::td::{tdf, TdPtr, Thread};
-use crate::sync::Arc;
 
 /// A thread's identity: unique in the process, never reused (not even by
 /// another runtime), so it identifies one thread for as long as the
@@ -59,8 +59,12 @@ impl fmt::Display for ThreadId {
 pub struct CurThread {
     t: TdPtr,
     /// What an upper layer (the LWP layer) attached to this thread: run at
-    /// switch points when the thread's UPCALL flag is set.
-    upcall: Option<Arc<dyn Upcall>>,
+    /// switch points when the thread's UPCALL flag is set. Invariant: set
+    /// only by the thread's spawn (`Keeper::upcall`), pointing into the
+    /// keeper its coroutine holds for its whole run; the coroutine lets go
+    /// of the keeper only after its last use of this `CurThread`, so the
+    /// pointer is valid wherever a `CurThread` can be reached.
+    upcall: Option<NonNull<dyn Upcall>>,
     _not_send: PhantomData<*mut ()>,
 }
 
@@ -77,8 +81,6 @@ pub(crate) trait Upcall: Send + Sync + 'static {
     fn interrupts_sleep(&self) -> bool;
     /// For the upper layer to find its own type again.
     fn as_any(&self) -> &dyn Any;
-    /// The same, keeping the reference.
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
 impl fmt::Debug for CurThread {
@@ -138,24 +140,21 @@ pub(crate) fn chan_addr<C: ?Sized>(chan: &C) -> usize {
 }
 
 impl CurThread {
-    /// The handle of the thread `t`, which is about to run its function.
-    pub(crate) fn new(t: TdPtr) -> CurThread {
+    /// The handle of the thread `t`, which is about to run its function,
+    /// with the upper layer's hook its keeper attaches (see the field).
+    pub(crate) fn new(t: TdPtr, upcall: Option<NonNull<dyn Upcall>>) -> CurThread {
         CurThread {
             t,
-            upcall: None,
+            upcall,
             _not_send: PhantomData,
         }
     }
 
-    /// Attaches (or removes) the upper layer's hook.
-    #[inline]
-    pub(crate) fn set_upcall(&mut self, u: Option<Arc<dyn Upcall>>) {
-        self.upcall = u;
-    }
-
     /// The upper layer's hook, if one is attached.
-    pub(crate) fn upcall(&self) -> Option<&Arc<dyn Upcall>> {
-        self.upcall.as_ref()
+    #[inline]
+    pub(crate) fn upcall(&self) -> Option<&dyn Upcall> {
+        // SAFETY: valid while this CurThread exists (the field's invariant).
+        self.upcall.map(|u| unsafe { &*u.as_ptr() })
     }
 
     /// A switch point: after anything that may have switched the thread
@@ -172,8 +171,16 @@ impl CurThread {
     #[inline(never)]
     fn run_upcall(&mut self) {
         self.thread().clear(tdf::UPCALL);
-        if let Some(u) = self.upcall.clone() {
-            u.at_switch_point(self);
+        self.run_upcall_now();
+    }
+
+    /// Calls the upper layer's hook now, if one is attached (a switch
+    /// point the upper layer makes itself, such as a self-suspend).
+    pub(crate) fn run_upcall_now(&mut self) {
+        if let Some(u) = self.upcall {
+            // SAFETY: valid while this CurThread exists (the field's
+            // invariant), which the call's `&mut self` outlives.
+            unsafe { u.as_ref() }.at_switch_point(self);
         }
     }
 
@@ -209,7 +216,7 @@ impl CurThread {
     /// Whether the upper layer wants interruptible sleeps to fail now.
     #[inline]
     fn sleep_interrupted_by_upcall(&self) -> bool {
-        self.upcall.as_ref().is_some_and(|u| u.interrupts_sleep())
+        self.upcall().is_some_and(|u| u.interrupts_sleep())
     }
 
     #[inline]
@@ -326,8 +333,8 @@ impl CurThread {
         true
     }
 
-    /// Runs a preemption made due meanwhile (see
-    /// `ThreadBuilder::spawn_quiet`), if one is.
+    /// Runs a preemption made due meanwhile (see `PlannedSpawn::launch`
+    /// without `preempt`), if one is.
     #[inline]
     pub(crate) fn preempt_point(&mut self) {
         self.core().preempt_check();

@@ -169,30 +169,6 @@ impl Drop for JoinerRecord<'_> {
     }
 }
 
-/// Owns a spawn's packet while the spawn is in flight (a message to
-/// another CPU): if the message is dropped without running (the runtime
-/// shut down first), the packet is cancelled, so joiners get an answer.
-pub(crate) struct Unstarted<T: Send + 'static>(Option<Arc<Packet<T>>>);
-
-impl<T: Send + 'static> Unstarted<T> {
-    pub(crate) fn new(p: Arc<Packet<T>>) -> Unstarted<T> {
-        Unstarted(Some(p))
-    }
-
-    /// The packet, for the thread about to be created.
-    pub(crate) fn take(mut self) -> Arc<Packet<T>> {
-        self.0.take().expect("an unstarted packet is taken once")
-    }
-}
-
-impl<T: Send + 'static> Drop for Unstarted<T> {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            p.cancel();
-        }
-    }
-}
-
 /// Owns the right to collect a thread's result. Dropping it detaches the
 /// thread.
 #[must_use = "dropping a JoinHandle detaches the thread"]
@@ -376,12 +352,5 @@ impl<T: Send + 'static> JoinHandle<T> {
     /// it stays valid (and harmless) after the thread exits.
     pub fn thread(&self) -> ThreadRef {
         ThreadRef::from_packet(self.packet.clone() as Arc<dyn CtlOwner>)
-    }
-
-    /// [`thread`](Self::thread), giving up the handle (detaching the
-    /// thread) without touching the reference count: the handle's
-    /// reference becomes the `ThreadRef`'s.
-    pub(crate) fn into_thread(self) -> ThreadRef {
-        ThreadRef::from_packet(self.packet as Arc<dyn CtlOwner>)
     }
 }
