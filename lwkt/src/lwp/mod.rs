@@ -1106,6 +1106,10 @@ impl Keeper for Arc<Lwp> {
         NonNull::from(&**self as &dyn CtlOwner)
     }
 
+    fn ctl(&self) -> &Ctl {
+        &self.tctl
+    }
+
     fn upcall(&self) -> Option<NonNull<dyn Upcall>> {
         Some(NonNull::from(&**self as &dyn Upcall))
     }

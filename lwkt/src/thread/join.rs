@@ -22,7 +22,7 @@ pub(crate) type Payload = Box<dyn Any + Send + 'static>;
 
 /// Where a thread leaves its result; shared by the thread and its handles.
 pub(crate) struct Packet<T> {
-    ctl: Ctl,
+    pub(crate) ctl: Ctl,
     state: PacketState,
     /// Written once by the thread before DONE is published (Release);
     /// taken once by the joiner after seeing DONE (Acquire).

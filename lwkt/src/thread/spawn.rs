@@ -13,7 +13,7 @@ use super::join::{JoinHandle, Packet, Payload};
 use crate::error::Error;
 use crate::priority::Priority;
 use crate::sched::core::{alloc_tid_global, with_current, Core};
-use crate::sched::ctl::CtlOwner;
+use crate::sched::ctl::{Ctl, CtlOwner};
 use crate::sched::machine::{Machine, Msg};
 use crate::sched::td::{tdf, TdPtr, Yld};
 use crate::stack::{validate_stack_size, Stack};
@@ -263,9 +263,7 @@ impl PlannedSpawn {
         K: Keeper,
         F: FnOnce(&mut CurThread, &K) -> K::Out + Send + 'static,
     {
-        // SAFETY: `owner` points into the allocation `keeper` keeps alive
-        // (the trait's invariant), and `keeper` is alive here.
-        let ctl = unsafe { keeper.owner().as_ref() }.ctl();
+        let ctl = keeper.ctl();
         let filled_in = || {
             ctl.tid == self.tid
                 && ctl.cpu.load(Ordering::Relaxed) == self.target
@@ -356,6 +354,9 @@ pub(crate) trait Keeper: Send + Sized + 'static {
     /// held), and is the same on every call.
     fn owner(&self) -> NonNull<dyn CtlOwner>;
 
+    /// The control block (`owner`'s, without the dynamic call).
+    fn ctl(&self) -> &Ctl;
+
     /// The upper layer's hook to attach to the thread for its whole run
     /// (see [`CurThread::upcall`]). Same invariant as `owner`.
     fn upcall(&self) -> Option<NonNull<dyn Upcall>> {
@@ -382,6 +383,11 @@ impl<T: Send + 'static> Keeper for Arc<Packet<T>> {
     #[inline(always)]
     fn owner(&self) -> NonNull<dyn CtlOwner> {
         NonNull::from(&**self as &dyn CtlOwner)
+    }
+
+    #[inline(always)]
+    fn ctl(&self) -> &Ctl {
+        &self.ctl
     }
 
     #[inline(always)]
@@ -471,11 +477,7 @@ where
         }
         pk.complete(&mut cur, r);
         // Let go of the keeper: first the pointers others follow.
-        // SAFETY: `pkp` points into the allocation `pk` keeps alive.
-        unsafe { pkp.as_ref() }
-            .ctl()
-            .td
-            .store(std::ptr::null_mut(), Ordering::Release);
+        pk.ctl().td.store(std::ptr::null_mut(), Ordering::Release);
         cur.thread().packet.set(None);
         // Last: `cur` (and the upcall pointer it carries) is not used
         // after this.
