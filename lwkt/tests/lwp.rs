@@ -1515,6 +1515,37 @@ fn freed_lwp_structures_are_reused_only_when_unreferenced() {
     });
 }
 
+/// A thread that cannot be created (here: a CPU the runtime does not
+/// have) is `EAGAIN`, from inside the process and from outside, and
+/// leaves no record behind: the process goes on as if nothing happened.
+#[test]
+fn a_failed_create_leaves_no_trace() {
+    bounded(30, "failed create", || {
+        let rt = rt(2);
+        let h = Proc::spawn_from(&rt.handle(), |td| {
+            let p = td.proc().unwrap();
+            let e = p
+                .create_lwp(td, LwpBuilder::new().cpu(9), |_| 1)
+                .unwrap_err();
+            assert!(matches!(e, LwpError::Create { .. }), "{e:?}");
+            assert_eq!(e.errno(), LwpError::EAGAIN);
+            assert!(e.to_string().contains("CPU 9"), "{e}");
+            assert_eq!(p.lwps().len(), 1, "a record was left behind");
+            let l = p.create_lwp(td, LwpBuilder::new().cpu(1), |_| 5).unwrap();
+            assert_eq!(p.wait(td, Some(l)).unwrap(), (l, 5));
+            assert_eq!(p.wait(td, None).unwrap_err().errno(), LwpError::ESRCH);
+            0
+        })
+        .unwrap();
+        let e = h
+            .proc()
+            .create_lwp_from(LwpBuilder::new().cpu(2), |_| 1)
+            .unwrap_err();
+        assert_eq!(e.errno(), LwpError::EAGAIN, "{e}");
+        assert_eq!(h.join_blocking(), ExitStatus::Exited(0));
+    });
+}
+
 /// A collected LWP's structure is the next LWP's, and so is the control
 /// block its thread's references use: through structures recycled between
 /// the two CPUs, a suspend still reaches the new thread (kicking it out of

@@ -720,6 +720,23 @@ impl ProcState {
         self.lwps.insert(rec.lwp.lid, rec);
     }
 
+    /// Undoes [`enter`](Self::enter) of an LWP whose thread could not be
+    /// created (still `Idl`: nothing else has touched its record).
+    #[cold]
+    fn unenter(&mut self, lid: u32) {
+        let Some(rec) = self.lwps.remove(&lid) else {
+            return;
+        };
+        debug_assert_eq!(rec.state, LwpState::Idl);
+        if matches!(rec.state, LwpState::Idl | LwpState::Run) {
+            self.nrun -= 1;
+        }
+        if rec.detached {
+            self.ndetached -= 1;
+        }
+        self.nlive -= 1;
+    }
+
     /// A new LWP structure, its thread's control block filled in for
     /// `spawn`: the spare one when there is one (see `spare`), else a
     /// fresh allocation.
@@ -1579,16 +1596,7 @@ impl Proc {
         // would run at once and take it.
         let body = move |td: &mut CurThread, l: &Arc<Lwp>| lwp_body(td, l, f);
         if let Err(e) = planned.launch(from, lwp, body, false) {
-            let mut st = p.lock();
-            if let Some(rec) = st.lwps.remove(&lid) {
-                st.nlive -= 1;
-                if rec.state == LwpState::Idl {
-                    st.nrun -= 1;
-                }
-                if rec.detached {
-                    st.ndetached -= 1;
-                }
-            }
+            p.lock().unenter(lid);
             return Err(p.create_error(e));
         }
         let mut st = p.lock();
