@@ -947,6 +947,51 @@ fn runtime_drop_cancels_processes() {
     assert_eq!(st, ExitStatus::Cancelled);
 }
 
+/// Dropping the runtime also ends LWPs that never ran: created, but never
+/// picked (a lower priority than their spinning creator), here and on the
+/// other CPU. The process still ends, cancelled, and nothing is left.
+#[test]
+fn runtime_drop_cancels_lwps_that_never_ran() {
+    let st = bounded(30, "drop unstarted", || {
+        let rt = rt(2);
+        let created = Arc::new(AtomicUsize::new(0));
+        let c2 = created.clone();
+        let h = Proc::spawn_from(&rt.handle(), move |td| {
+            let p = td.proc().unwrap();
+            for cpu in [0, 0, 1] {
+                let b = LwpBuilder::new()
+                    .cpu(cpu)
+                    .priority(lwkt::Priority::IDLE_WORK);
+                p.create_lwp(td, b, |_| unreachable!("never picked"))
+                    .unwrap();
+            }
+            // The CPU-1 LWP only ever gets a turn if CPU 1 is kept busy at
+            // a higher priority: a spinning second LWP.
+            p.create_lwp(td, LwpBuilder::new().cpu(1), |td| loop {
+                td.yield_now();
+            })
+            .unwrap();
+            c2.store(1, Ordering::Release);
+            loop {
+                td.yield_now();
+            }
+        })
+        .unwrap();
+        let start = Instant::now();
+        while created.load(Ordering::Acquire) == 0 {
+            assert!(start.elapsed() < Duration::from_secs(10), "creator stuck");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let p = h.proc().clone();
+        assert_eq!(p.lwps().len(), 5);
+        drop(rt);
+        let st = h.join_blocking();
+        assert!(p.lwps().is_empty(), "{:?}", p.lwps());
+        st
+    });
+    assert_eq!(st, ExitStatus::Cancelled);
+}
+
 /// A small deterministic generator (xorshift64*), so a failing seed can be
 /// replayed.
 struct Rng(u64);

@@ -1108,8 +1108,16 @@ impl CtlOwner for Lwp {
         self.exited.load(Ordering::Acquire) || self.cancelled.load(Ordering::Acquire)
     }
 
-    fn cancel(&self) {
+    /// A thread that ran is unwound next, and its keeper accounts for the
+    /// LWP then (`Keeper::unwound`); one that never ran is accounted for
+    /// here, or its process would never end.
+    fn cancel(&self, started: bool) {
         self.cancelled.store(true, Ordering::Release);
+        if !started {
+            self.exiting.store(true, Ordering::Relaxed);
+            lwp_exited(&self.proc, self, 0, Some(ExitStatus::Cancelled));
+            self.ctl.cpu.store(SwitchCtl::EXITED, Ordering::Release);
+        }
     }
 }
 
@@ -1177,10 +1185,10 @@ impl Keeper for Arc<Lwp> {
         finish_ctl(td, self);
     }
 
-    /// A spawn on another CPU whose message the shutdown dropped: as a
-    /// join packet would, the control block reports the thread finished.
+    /// A spawn on another CPU whose message the shutdown dropped: the
+    /// LWP is accounted for as cancelled.
     fn never_ran(self) {
-        self.cancel();
+        self.cancel(false);
     }
 }
 

@@ -619,7 +619,7 @@ impl Core {
         // the packet.
         if let Some(p) = td.packet() {
             p.ctl().td.store(ptr::null_mut(), Ordering::Release);
-            p.cancel();
+            p.cancel(started);
         }
         if let Some(mut coro) = coro {
             self.cur.set(t.as_ptr());

@@ -93,8 +93,9 @@ pub(crate) trait CtlOwner: Send + Sync {
     /// Whether the thread's result (or cancellation) is published.
     fn finished(&self) -> bool;
     /// Marks the thread as cancelled by runtime shutdown and wakes its
-    /// joiners.
-    fn cancel(&self);
+    /// joiners. `started`: whether the thread ever ran (then its stack is
+    /// unwound next; else its function is dropped without running).
+    fn cancel(&self, started: bool);
 }
 
 /// A block the switch path keeps up to date for a thread that asks for it

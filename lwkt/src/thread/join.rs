@@ -145,7 +145,7 @@ impl<T: Send + 'static> CtlOwner for Packet<T> {
         self.state.is_done()
     }
 
-    fn cancel(&self) {
+    fn cancel(&self, _started: bool) {
         if !self.state.is_done() {
             self.publish(pk::DONE | pk::CANCELLED, None);
         }

@@ -396,7 +396,7 @@ impl<T: Send + 'static> Keeper for Arc<Packet<T>> {
     }
 
     fn never_ran(self) {
-        self.cancel();
+        self.cancel(false);
     }
 }
 
