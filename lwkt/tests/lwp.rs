@@ -958,6 +958,13 @@ fn runtime_drop_cancels_lwps_that_never_ran() {
         let c2 = created.clone();
         let h = Proc::spawn_from(&rt.handle(), move |td| {
             let p = td.proc().unwrap();
+            // CPU 1 is kept busy at a higher priority first, by a spinning
+            // LWP, so that the low one sent there after it (creations from
+            // one CPU arrive in order) never gets a turn.
+            p.create_lwp(td, LwpBuilder::new().cpu(1), |td| loop {
+                td.yield_now();
+            })
+            .unwrap();
             for cpu in [0, 0, 1] {
                 let b = LwpBuilder::new()
                     .cpu(cpu)
@@ -965,12 +972,6 @@ fn runtime_drop_cancels_lwps_that_never_ran() {
                 p.create_lwp(td, b, |_| unreachable!("never picked"))
                     .unwrap();
             }
-            // The CPU-1 LWP only ever gets a turn if CPU 1 is kept busy at
-            // a higher priority: a spinning second LWP.
-            p.create_lwp(td, LwpBuilder::new().cpu(1), |td| loop {
-                td.yield_now();
-            })
-            .unwrap();
             c2.store(1, Ordering::Release);
             loop {
                 td.yield_now();
