@@ -704,18 +704,54 @@ impl Core {
 
     /// `maybe_yield` (`lwkt_yield`): switches only if a reschedule is
     /// wanted: a higher-priority thread is runnable, messages wait, or the
-    /// scheduler clock ticked while equal-priority peers wait. Otherwise a
-    /// few loads.
+    /// scheduler clock ticked while equal-priority peers wait; and every
+    /// [`TIMER_POLL`] calls it looks at armed timers and waited-on fds.
+    /// Otherwise a few loads, one decrement and two branches.
+    ///
+    /// Fast-path invariant: it returns without the slow path only when
+    /// (1) the attention word is 0 (no message, kick or shutdown flagged),
+    /// (2) the clock's epoch equals `seen_tick` (no tick since the last
+    /// look), (3) the run-queue bitmap has no level above `td`'s priority
+    /// (`PriCell::above`'s invariant makes that one AND), and (4) the
+    /// countdown, decremented on every call, has not reached 0. Each is
+    /// exactly one condition under which the slow path could switch or
+    /// serve something; (1)–(3) are ORed into one word so the common case
+    /// pays one branch. (4): `timer_countdown` is between 1 and
+    /// `TIMER_POLL` whenever this runs (its writers store `TIMER_POLL`,
+    /// 1 when a sleep arms a timer, `n - 1` for an `n > 1`, or this
+    /// path's `n - 1`, reset at once when it is 0), so the decrement never
+    /// wraps and reaches 0 once every `TIMER_POLL` calls at most: armed
+    /// timers and fd waiters are served at least that often while a busy
+    /// thread only calls `maybe_yield`, as before. It counts down whether
+    /// or not anything is armed (one `dec` instead of testing both); at 0
+    /// with nothing armed the cold path only resets it. The UPCALL flag
+    /// is tested after this, by the caller's switch point.
     #[inline]
     pub(crate) fn maybe_yield_cur(&self, t: TdPtr, td: &Thread) {
-        if self.remote().mailbox.attention() == 0
-            && self.machine.tick() == self.seen_tick.get()
-            && !self.runq.has_above(td.pri.get())
-            && !self.timers_due_soon()
-        {
+        let want = self.remote().mailbox.attention()
+            | (self.machine.tick() ^ self.seen_tick.get())
+            | u64::from(self.runq.bitmap() & td.pri.above());
+        if want != 0 {
+            self.maybe_yield_slow(t, td);
             return;
         }
-        self.maybe_yield_slow(t, td);
+        let n = self.timer_countdown.get() - 1;
+        self.timer_countdown.set(n);
+        if n == 0 {
+            self.maybe_yield_countdown(t, td);
+        }
+    }
+
+    /// [`maybe_yield_cur`](Self::maybe_yield_cur)'s countdown reached 0:
+    /// start it again, and take the slow path when a timer or an fd wait
+    /// is armed (it fires due timers and polls the fds).
+    #[cold]
+    #[inline(never)]
+    fn maybe_yield_countdown(&self, t: TdPtr, td: &Thread) {
+        self.timer_countdown.set(TIMER_POLL);
+        if !self.timers.is_empty() || self.io_waiters.get() != 0 {
+            self.maybe_yield_slow(t, td);
+        }
     }
 
     #[cold]
