@@ -166,11 +166,13 @@ impl PriCell {
     }
 }
 
-/// Bit `q` set for every level `q` in `p < q <= 31`.
+/// Bit `q` set for every level `q` in `p < q <= 31` (priorities are
+/// 0..=31; the mask on the shift only keeps a debug build from panicking
+/// on anything else, and costs nothing on x86, whose shifts mask so).
 #[inline]
 fn above_mask(p: u8) -> u32 {
-    // Widened: `p` may be 31, where `2 << p` overflows a u32.
-    !((2u64 << p) - 1) as u32
+    debug_assert!(usize::from(p) < crate::priority::Priority::LEVELS);
+    !1u32 << (p & 31)
 }
 
 /// One lwkt thread. See the module header for who may touch it.
