@@ -138,12 +138,10 @@ pub(crate) struct PriCell {
 
 impl PriCell {
     pub(crate) fn new(p: u8) -> PriCell {
-        let c = PriCell {
-            pri: Cell::new(0),
-            above: Cell::new(0),
-        };
-        c.set(p);
-        c
+        PriCell {
+            pri: Cell::new(p),
+            above: Cell::new(above_mask(p)),
+        }
     }
 
     /// The priority.
@@ -153,10 +151,15 @@ impl PriCell {
     }
 
     /// Sets the priority and the bits above it (the invariant above).
+    /// Nothing to write when the priority stays (the common case of a
+    /// reused thread structure given the same priority at spawn): by the
+    /// invariant, `above` is right already.
     #[inline]
     pub(crate) fn set(&self, p: u8) {
-        self.pri.set(p);
-        self.above.set(above_mask(p));
+        if self.pri.get() != p {
+            self.pri.set(p);
+            self.above.set(above_mask(p));
+        }
     }
 
     /// Run-queue bitmap bits of the levels strictly above the priority.
