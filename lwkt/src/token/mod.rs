@@ -677,6 +677,7 @@ impl CurThread {
     /// releases it while the stack unwinds (`drop_all`), though the
     /// caller's guard does not exist yet.
     #[track_caller]
+    #[cold]
     #[inline(never)]
     fn get_blocking(&mut self, raw: &RawToken, exclusive: bool) -> u8 {
         let slot = self
