@@ -234,3 +234,95 @@ fn an_lwp_calling_only_maybe_yield_can_be_suspended() {
     });
     assert_eq!(st, ExitStatus::Exited(0));
 }
+
+/// A request that reaches a thread while it is off the CPU, and that it
+/// comes back from without a switch point (here: preempted inside
+/// `wakeup` by an interrupt thread that suspends it), is seen at its
+/// very next `maybe_yield`, not `TIMER_POLL` calls later.
+#[test]
+fn a_request_made_while_preempted_is_seen_at_the_next_maybe_yield() {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Mutex;
+    static CHAN: u8 = 0;
+    let st = bounded(30, "suspend while preempted", || {
+        let rt = Runtime::builder().cpus(2).hz(1).build().unwrap();
+        let h = Proc::spawn_from(&rt.handle(), |td| {
+            let p = td.proc().unwrap();
+            let target = Arc::new(Mutex::new(None));
+            let (b_ready, stop) = (
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(false)),
+            );
+            let after = Arc::new(AtomicU64::new(u64::MAX));
+            let (tg, br) = (target.clone(), b_ready.clone());
+            // B: an interrupt thread (so A's wakeup preempts A for it)
+            // that sleeps until that wakeup, then suspends A.
+            let pb = p.clone();
+            let b = ThreadBuilder::new()
+                .cpu(1)
+                .priority(Priority::INT_HIGH)
+                .interrupt()
+                .spawn(td, move |td| {
+                    br.store(true, Ordering::Release);
+                    td.sleep(&CHAN, Sleep::default()).unwrap();
+                    let a = tg.lock().unwrap().expect("A's lid");
+                    pb.suspend(td, a).unwrap();
+                })
+                .unwrap();
+            let wait_for = |td: &mut CurThread, what: &str, cond: &dyn Fn() -> bool| {
+                let t = Instant::now();
+                while !cond() {
+                    assert!(
+                        t.elapsed() < Duration::from_secs(10),
+                        "timed out waiting for {what}"
+                    );
+                    td.yield_now();
+                }
+            };
+            wait_for(td, "B to start", &|| b_ready.load(Ordering::Acquire));
+            // A: lower priority on the same CPU, so it starts once B sleeps.
+            let (s, af, tg) = (stop.clone(), after.clone(), target.clone());
+            let a = p
+                .create_lwp(td, LwpBuilder::new().cpu(1), move |td| {
+                    // B needs our lid.
+                    while tg.lock().unwrap().is_none() {
+                        std::hint::spin_loop();
+                    }
+                    // Whatever started us is looked at and done with (the
+                    // CPU leaves the attention bits of the messages that
+                    // woke it set for one more pass), and the CPU's
+                    // countdown (1 when it starts) starts again: the next
+                    // calls are left to the request alone.
+                    td.yield_now();
+                    td.maybe_yield();
+                    td.maybe_yield();
+                    lwkt::wakeup(&CHAN); // B runs and suspends us in here
+                    let mut n = 0;
+                    while !s.load(Ordering::Acquire) {
+                        td.maybe_yield();
+                        af.store(n, Ordering::Release);
+                        n += 1;
+                    }
+                    0
+                })
+                .unwrap();
+            *target.lock().unwrap() = Some(a);
+            wait_for(td, "the suspension", &|| {
+                p.state(a) == Some(LwpState::Suspended)
+            });
+            assert_eq!(
+                after.load(Ordering::Acquire),
+                u64::MAX,
+                "the suspension waited for later maybe_yield calls"
+            );
+            p.resume(a).unwrap();
+            stop.store(true, Ordering::Release);
+            p.wait(td, Some(a)).unwrap();
+            b.join(td).unwrap();
+            0
+        })
+        .unwrap();
+        h.join_blocking()
+    });
+    assert_eq!(st, ExitStatus::Exited(0));
+}
