@@ -379,12 +379,13 @@ impl TokRefs {
     #[inline]
     fn fill(&self, used: u32, raw: *const RawToken, m: u8) -> u8 {
         let slot = (!used).trailing_zeros() as usize;
-        // Stored unconditionally: skipping the store when a loop takes the
-        // same token again into the same slot cost a load and two
-        // compares on every acquisition and saved nothing measurable (the
-        // stores go to this thread's own lines, and the CAS just before
-        // them already drained the store buffer).
-        self.refs[slot].set(TokRef { tok: raw, mode: m });
+        // A loop that takes the same token again finds its slot already
+        // filled: skip the store (a locked instruction waits for pending
+        // stores, so fewer stores make the release cheaper).
+        let old = self.refs[slot].get();
+        if !ptr::eq(old.tok, raw) || old.mode != m {
+            self.refs[slot].set(TokRef { tok: raw, mode: m });
+        }
         self.used.set(used | (1 << slot));
         slot as u8
     }
