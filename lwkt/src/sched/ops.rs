@@ -160,6 +160,11 @@ impl Core {
         // SAFETY: called with a thread this CPU owns (thread_op checked).
         let td = unsafe { t.td() };
         td.set(tdf::UPCALL);
+        if self.cur.get() == t.as_ptr() {
+            // Running now (the request came from the thread itself, or by
+            // a message it polled): its next maybe_yield must look.
+            self.poke_maybe_yield();
+        }
         if kick && td.has(tdf::SLEEPING) && td.has(tdf::SINTR) {
             self.wake(t, Wake::Interrupt);
         }

@@ -55,6 +55,15 @@ impl RunQueue {
         (u64::from(self.bitmap.get()) >> (pri + 1)) != 0
     }
 
+    /// Bit `p` set when level `p` has a thread (for tests that combine it
+    /// with a mask, such as a thread's [`PriCell::above`]).
+    ///
+    /// [`PriCell::above`]: super::td::PriCell::above
+    #[inline(always)]
+    pub(crate) fn bitmap(&self) -> u32 {
+        self.bitmap.get()
+    }
+
     /// Whether no thread is queued.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {

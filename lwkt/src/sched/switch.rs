@@ -207,10 +207,18 @@ impl Core {
         self.has_run.set(true);
         let f0 = (td.flags.get() & !(tdf::RUNQ | tdf::PREEMPTED)) | tdf::RUNNING;
         td.flags.set(f0);
-        if f0 & tdf::SWCTL != 0 {
-            // SAFETY: set while SWCTL, by the thread, which keeps the
-            // block alive until it clears SWCTL on its own stack.
-            unsafe { &*td.swctl.get() }.switched_in(self.id);
+        // One test for both hooks, so a thread with neither pays one
+        // never-taken branch, as before.
+        if f0 & (tdf::SWCTL | tdf::UPCALL) != 0 {
+            if f0 & tdf::SWCTL != 0 {
+                // SAFETY: set while SWCTL, by the thread, which keeps the
+                // block alive until it clears SWCTL on its own stack.
+                unsafe { &*td.swctl.get() }.switched_in(self.id);
+            }
+            if f0 & tdf::UPCALL != 0 {
+                // Its next maybe_yield runs its switch point.
+                self.poke_maybe_yield();
+            }
         }
         self.cur.set(t.as_ptr());
         // A thread's turn lasts at least until the next tick after it
@@ -298,9 +306,15 @@ impl Core {
         self.stats().switches.bump();
         let fa = (atd.flags.get() & !tdf::HANDOFF) | tdf::RUNNING;
         atd.flags.set(fa);
-        if fa & tdf::SWCTL != 0 {
-            // SAFETY: as above.
-            unsafe { &*atd.swctl.get() }.switched_in(self.id);
+        if fa & (tdf::SWCTL | tdf::UPCALL) != 0 {
+            if fa & tdf::SWCTL != 0 {
+                // SAFETY: as above.
+                unsafe { &*atd.swctl.get() }.switched_in(self.id);
+            }
+            if fa & tdf::UPCALL != 0 {
+                // Requested while `b` ran (see `resume_and_settle`).
+                self.poke_maybe_yield();
+            }
         }
         self.handing_off.set(false);
         true
@@ -704,18 +718,73 @@ impl Core {
 
     /// `maybe_yield` (`lwkt_yield`): switches only if a reschedule is
     /// wanted: a higher-priority thread is runnable, messages wait, or the
-    /// scheduler clock ticked while equal-priority peers wait. Otherwise a
-    /// few loads.
+    /// scheduler clock ticked while equal-priority peers wait; and every
+    /// [`TIMER_POLL`] calls it looks at armed timers and waited-on fds.
+    /// Otherwise a few loads, one decrement and two branches. Returns
+    /// whether it took a slow path: the caller then runs its switch point
+    /// (on the fast path there is none to run, see (5)).
+    ///
+    /// Fast-path invariant: it returns false only when (1) the attention
+    /// word is 0 (no message, kick or shutdown flagged), (2) the clock's
+    /// epoch equals `seen_tick` (no tick since the last look), (3) the
+    /// run-queue bitmap has no level above `td`'s priority
+    /// (`PriCell::above`'s invariant makes that one AND), and (4) the
+    /// countdown, decremented on every call, has not reached 0. Each is
+    /// exactly one condition under which the slow path could switch or
+    /// serve something; (1)–(3) are ORed into one word so the common case
+    /// pays one branch. (4): `timer_countdown` is between 1 and
+    /// `TIMER_POLL` whenever this runs (its writers store `TIMER_POLL`,
+    /// 1 as a poke, `n - 1` for an `n > 1`, or this path's `n - 1`, reset
+    /// at once when it is 0), so the decrement never wraps and reaches 0
+    /// once every `TIMER_POLL` calls at most: armed timers and fd waiters
+    /// are served at least that often while a busy thread only calls
+    /// `maybe_yield`, as before. It counts down whether or not anything is
+    /// armed (one `dec` instead of testing both); at 0 with nothing armed
+    /// the cold path only resets it. (5) The UPCALL flag of the running
+    /// thread forces a slow path at its next call: whatever sets it on the
+    /// running thread, or makes a thread that has it the running one
+    /// (`upcall_local`, a switch in, the end of a handoff), pokes the
+    /// countdown to 1, so (4) fails at the next call. The only other
+    /// readers of the countdown (`timers_due_soon`: the loop, when no
+    /// thread runs; `yield_now`, which has its own switch point) may use
+    /// the poke up, but never without a switch point following. And (4)
+    /// alone bounds the wait to `TIMER_POLL` calls whatever happens.
     #[inline]
-    pub(crate) fn maybe_yield_cur(&self, t: TdPtr, td: &Thread) {
-        if self.remote().mailbox.attention() == 0
-            && self.machine.tick() == self.seen_tick.get()
-            && !self.runq.has_above(td.pri.get())
-            && !self.timers_due_soon()
-        {
-            return;
+    pub(crate) fn maybe_yield_cur(&self, t: TdPtr, td: &Thread) -> bool {
+        let want = self.remote().mailbox.attention()
+            | (self.machine.tick() ^ self.seen_tick.get())
+            | u64::from(self.runq.bitmap() & td.pri.above());
+        if want != 0 {
+            self.maybe_yield_slow(t, td);
+            return true;
         }
-        self.maybe_yield_slow(t, td);
+        let n = self.timer_countdown.get() - 1;
+        self.timer_countdown.set(n);
+        if n == 0 {
+            self.maybe_yield_countdown(t, td);
+            return true;
+        }
+        false
+    }
+
+    /// Makes the running thread's next `maybe_yield` take its slow path
+    /// (and so run its switch point): invariant (5) of
+    /// [`maybe_yield_cur`](Self::maybe_yield_cur).
+    #[inline]
+    pub(crate) fn poke_maybe_yield(&self) {
+        self.timer_countdown.set(1);
+    }
+
+    /// [`maybe_yield_cur`](Self::maybe_yield_cur)'s countdown reached 0:
+    /// start it again, and take the slow path when a timer or an fd wait
+    /// is armed (it fires due timers and polls the fds).
+    #[cold]
+    #[inline(never)]
+    fn maybe_yield_countdown(&self, t: TdPtr, td: &Thread) {
+        self.timer_countdown.set(TIMER_POLL);
+        if !self.timers.is_empty() || self.io_waiters.get() != 0 {
+            self.maybe_yield_slow(t, td);
+        }
     }
 
     #[cold]

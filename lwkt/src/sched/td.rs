@@ -123,6 +123,61 @@ impl Flags {
     }
 }
 
+/// A thread's priority and, kept with it, the run-queue bitmap bits of
+/// the levels strictly above it (`maybe_yield`'s "something more urgent is
+/// runnable" test is then one AND with the bitmap, no shift).
+///
+/// Invariant: `above == !((2 << pri) - 1)` truncated to 32 bits, i.e. bit
+/// `p` set exactly for `pri < p <= 31`. Both change only in
+/// [`set`](Self::set), the one writer.
+#[repr(C)]
+pub(crate) struct PriCell {
+    pri: Cell<u8>,
+    above: Cell<u32>,
+}
+
+impl PriCell {
+    pub(crate) fn new(p: u8) -> PriCell {
+        PriCell {
+            pri: Cell::new(p),
+            above: Cell::new(above_mask(p)),
+        }
+    }
+
+    /// The priority.
+    #[inline(always)]
+    pub(crate) fn get(&self) -> u8 {
+        self.pri.get()
+    }
+
+    /// Sets the priority and the bits above it (the invariant above).
+    /// Nothing to write when the priority stays (the common case of a
+    /// reused thread structure given the same priority at spawn): by the
+    /// invariant, `above` is right already.
+    #[inline]
+    pub(crate) fn set(&self, p: u8) {
+        if self.pri.get() != p {
+            self.pri.set(p);
+            self.above.set(above_mask(p));
+        }
+    }
+
+    /// Run-queue bitmap bits of the levels strictly above the priority.
+    #[inline(always)]
+    pub(crate) fn above(&self) -> u32 {
+        self.above.get()
+    }
+}
+
+/// Bit `q` set for every level `q` in `p < q <= 31` (priorities are
+/// 0..=31; the mask on the shift only keeps a debug build from panicking
+/// on anything else, and costs nothing on x86, whose shifts mask so).
+#[inline]
+fn above_mask(p: u8) -> u32 {
+    debug_assert!(usize::from(p) < crate::priority::Priority::LEVELS);
+    !1u32 << (p & 31)
+}
+
 /// One lwkt thread. See the module header for who may touch it.
 ///
 /// `repr(C)` with the fields a switch touches first, so they share the
@@ -133,8 +188,8 @@ impl Flags {
 pub(crate) struct Thread {
     /// [`tdf`] bits.
     pub(crate) flags: Flags,
-    /// Priority, 0..=31 (`td_pri`).
-    pub(crate) pri: Cell<u8>,
+    /// Priority, 0..=31 (`td_pri`), with the run-queue bits above it.
+    pub(crate) pri: PriCell,
     /// Critical section depth (`td_critcount`).
     pub(crate) crit: Cell<u32>,
     /// Run queue links: the next thread in this level...
@@ -204,7 +259,7 @@ impl Thread {
     pub(crate) fn new() -> Box<Thread> {
         Box::new(Thread {
             flags: Flags(Cell::new(0)),
-            pri: Cell::new(0),
+            pri: PriCell::new(0),
             tid: Cell::new(0),
             core: Cell::new(ptr::null()),
             name: UnsafeCell::new(None),
@@ -336,5 +391,25 @@ impl TdPtr {
     pub(crate) unsafe fn into_box(self) -> Box<Thread> {
         // SAFETY: made by `from_box` (Box::leak), unreferenced (contract).
         unsafe { Box::from_raw(self.0.as_ptr()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PriCell;
+
+    /// `PriCell`'s invariant: `above` has bit `q` set exactly for the
+    /// levels `q` above the priority, after construction and every `set`.
+    #[test]
+    fn above_is_the_levels_strictly_above() {
+        let c = PriCell::new(7);
+        assert_eq!(c.above(), !0u32 << 8);
+        for p in (0..=31u8).chain([5, 0, 31, 17]) {
+            c.set(p);
+            for q in 0..32u8 {
+                assert_eq!(c.above() & (1 << q) != 0, q > p, "pri {p}, level {q}");
+            }
+            assert_eq!(c.get(), p);
+        }
     }
 }

