@@ -437,9 +437,6 @@ impl LwpTable {
         debug_assert!(self.v.last().map_or(true, |e| e.0 < lid));
         self.v.push((lid, rec));
     }
-    fn remove(&mut self, lid: &u32) -> Option<LwpRec> {
-        self.pos(*lid).map(|i| self.v.remove(i).1)
-    }
     fn len(&self) -> usize {
         self.v.len()
     }
@@ -721,12 +718,21 @@ impl ProcState {
     }
 
     /// Undoes [`enter`](Self::enter) of an LWP whose thread could not be
-    /// created (still `Idl`: nothing else has touched its record).
+    /// created. Its record is still `Idl`, unless the failure was a
+    /// creation message the shutting-down runtime dropped: the keeper's
+    /// `never_ran` then made it a cancelled zombie already (or freed it,
+    /// detached), and the zombie goes now, as nobody was told its lid.
     #[cold]
     fn unenter(&mut self, lid: u32) {
-        let Some(rec) = self.lwps.remove(&lid) else {
+        let Some(i) = self.lwps.pos(lid) else {
             return;
         };
+        if self.lwps.v[i].1.state == LwpState::Zomb {
+            self.free_at(i);
+            self.end_over_waits();
+            return;
+        }
+        let (_, rec) = self.lwps.v.remove(i);
         debug_assert_eq!(rec.state, LwpState::Idl);
         if matches!(rec.state, LwpState::Idl | LwpState::Run) {
             self.nrun -= 1;
