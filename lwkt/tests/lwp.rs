@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::bounded;
+use common::{bounded, yield_until};
 use lwkt::lwp::{
     ExitStatus, Key, Lid, LwpBuilder, LwpCpu, LwpError, LwpFlags, LwpState, Proc, Signal,
 };
@@ -36,18 +36,6 @@ fn in_proc_ok(cpus: usize, f: impl FnOnce(&mut CurThread) -> i32 + Send + 'stati
         ExitStatus::Exited(0),
         "the process did not end normally"
     );
-}
-
-/// Yields until `cond` holds (or panics after 10 s).
-fn yield_until(td: &mut CurThread, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        td.yield_now();
-    }
 }
 
 /// An LWP that yields until told to stop.

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::bounded;
+use common::{bounded, yield_until};
 use lwkt::lwp::{ExitStatus, LwpBuilder, LwpState, Proc};
 use lwkt::net::TcpStream;
 use lwkt::{CurThread, Priority, Runtime, Sleep, ThreadBuilder};
@@ -209,19 +209,9 @@ fn an_lwp_calling_only_maybe_yield_can_be_suspended() {
                     0
                 })
                 .unwrap();
-            let wait_for = |td: &mut CurThread, what: &str, cond: &dyn Fn() -> bool| {
-                let t = Instant::now();
-                while !cond() {
-                    assert!(
-                        t.elapsed() < Duration::from_secs(10),
-                        "timed out waiting for {what}"
-                    );
-                    td.yield_now();
-                }
-            };
-            wait_for(td, "the LWP running", &|| running.load(Ordering::Acquire));
+            yield_until(td, "the LWP running", || running.load(Ordering::Acquire));
             p.suspend(td, a).unwrap();
-            wait_for(td, "the suspension", &|| {
+            yield_until(td, "the suspension", || {
                 p.state(a) == Some(LwpState::Suspended)
             });
             p.resume(a).unwrap();
@@ -269,17 +259,7 @@ fn a_request_made_while_preempted_is_seen_at_the_next_maybe_yield() {
                     pb.suspend(td, a).unwrap();
                 })
                 .unwrap();
-            let wait_for = |td: &mut CurThread, what: &str, cond: &dyn Fn() -> bool| {
-                let t = Instant::now();
-                while !cond() {
-                    assert!(
-                        t.elapsed() < Duration::from_secs(10),
-                        "timed out waiting for {what}"
-                    );
-                    td.yield_now();
-                }
-            };
-            wait_for(td, "B to start", &|| b_ready.load(Ordering::Acquire));
+            yield_until(td, "B to start", || b_ready.load(Ordering::Acquire));
             // A: lower priority on the same CPU, so it starts once B sleeps.
             let (s, af, tg) = (stop.clone(), after.clone(), target.clone());
             let a = p
@@ -307,7 +287,7 @@ fn a_request_made_while_preempted_is_seen_at_the_next_maybe_yield() {
                 })
                 .unwrap();
             *target.lock().unwrap() = Some(a);
-            wait_for(td, "the suspension", &|| {
+            yield_until(td, "the suspension", || {
                 p.state(a) == Some(LwpState::Suspended)
             });
             assert_eq!(

@@ -31,6 +31,19 @@ pub fn bounded<R: Send + 'static>(
     }
 }
 
+/// Yields until `cond` holds (or panics after 10 s, naming `what`), for a
+/// test that waits, on an lwkt thread, for another thread to get somewhere.
+pub fn yield_until(td: &mut lwkt::CurThread, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        td.yield_now();
+    }
+}
+
 // -------------------------------------------------------------------
 // Child processes: a test that can crash, hang or leave threads spinning
 // re-runs itself in a child process (this test binary, `--exact NAME`),
