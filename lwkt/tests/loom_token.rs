@@ -1,5 +1,6 @@
 //! Model checks the token word protocol (exclusive, shared, try, release,
-//! the exclusive-request bit, downgrade) with loom over every interleaving
+//! the exclusive-request bit, downgrade, only the holder writing an
+//! exclusive word) with loom over every interleaving
 //! of 2-3 threads. Run with `RUSTFLAGS="--cfg loom" cargo test -p lwkt
 //! --release --test loom_token`.
 #![cfg(loom)]
@@ -136,6 +137,48 @@ fn exclusive_request_holds_back_new_single_token_shared_requests() {
             "acquisition clears EXCLREQ"
         );
         w.release_exclusive();
+    });
+}
+
+/// While the word is held exclusively only its holder writes it, so the
+/// holder's release can be a plain store: a blocking exclusive requester
+/// (spinning) and a one-shot shared try race with the holder's work and
+/// release and never change the word the holder sees (shared-held words
+/// alone get the request bit); the requester then gets the token.
+#[test]
+fn nobody_but_the_holder_writes_an_exclusive_word() {
+    loom::model(|| {
+        let w = Arc::new(Word::new());
+        assert_eq!(w.try_exclusive(id(1), true), Try::Acquired);
+        let x = {
+            let w = w.clone();
+            thread::spawn(move || {
+                until(|| w.try_exclusive(id(2), true));
+                assert_eq!(
+                    w.count.load(Ordering::Relaxed),
+                    id(2) | EXCLUSIVE,
+                    "someone else wrote an exclusive word"
+                );
+                w.release_exclusive();
+            })
+        };
+        let s = {
+            let w = w.clone();
+            thread::spawn(move || {
+                if w.try_shared(id(3), true) == Try::Acquired {
+                    w.release_shared();
+                }
+            })
+        };
+        assert_eq!(
+            w.count.load(Ordering::Relaxed),
+            id(1) | EXCLUSIVE,
+            "someone else wrote an exclusive word"
+        );
+        w.release_exclusive();
+        x.join().unwrap();
+        s.join().unwrap();
+        assert_eq!(w.count.load(Ordering::Relaxed) & !EXCLREQ, 0);
     });
 }
 

@@ -438,7 +438,8 @@ impl TokRefs {
             );
         }
         let tried = if exclusive {
-            // The request bit is set only when we are about to block.
+            // The request bit is set only when we are about to block (and
+            // then only on a token held shared: see `word`).
             raw.word.try_exclusive(me, false)
         } else {
             let honor = block && self.primaries() == 0 && !policy.in_window();

@@ -7,6 +7,8 @@
 //! |-------|-----------|--------------------------------------------------|
 //! | 0     | EXCLUSIVE | held exclusively                                 |
 //! | 1     | EXCLREQ   | a blocked exclusive requester wants priority     |
+//! |       |           | over new shared requesters (set only on a word   |
+//! |       |           | held shared; see "Who writes the word")          |
 //! | 2..   | payload   | EXCLUSIVE set: the holder's identity (a thread   |
 //! |       |           | address, 4-aligned, so its low bits are free);   |
 //! |       |           | clear: the shared holders, in units of `INCR`    |
@@ -30,6 +32,29 @@
 //! payload always means exactly one thing. A thread comparing the payload
 //! with its own identity gets a stable answer: only it can make the word
 //! name it.
+//!
+//! # Who writes the word
+//!
+//! **While the word says EXCLUSIVE (a holder, or [`DEAD`]), only that
+//! holder writes it.** Every other writer is a compare-and-swap that
+//! expects a word without EXCLUSIVE: acquisitions expect a free or shared
+//! word, and a blocking exclusive request sets EXCLREQ only on a word held
+//! shared ([`Word::try_exclusive`]). A compare-and-swap that fails writes
+//! nothing. Shared releases need a shared hold, which cannot coexist with
+//! an exclusive one.
+//!
+//! So an exclusive release, a downgrade and [`Word::unseal`] are plain
+//! stores: no concurrent change can be lost, and the uncontended get +
+//! release costs one locked instruction, not two. This is where the
+//! protocol departs from the seed, which sets TOK_EXCLREQ on an
+//! exclusively held token too (and so must release with an atomic
+//! clear). What that costs here: an exclusive requester blocked behind an
+//! exclusive holder records no request, so when the holder releases, a
+//! new shared requester may take the token before it. Its next failed
+//! pass then finds the token held shared and sets the bit, after which new
+//! shared requesters hold back until it has had the token: starvation is
+//! still bounded, one shared round later. (The bit was already a hint:
+//! every exclusive acquisition clears it, as in the seed.)
 //!
 //! Orderings: a successful acquisition is Acquire and a release is
 //! Release, so the protected data's accesses are ordered between holders.
@@ -118,8 +143,9 @@ impl Word {
                 .is_ok()
     }
 
-    /// Tries to take the token exclusively for `me`. When it is busy and
-    /// `set_req`, sets EXCLREQ (a blocking request).
+    /// Tries to take the token exclusively for `me`. When it is held
+    /// shared and `set_req`, sets EXCLREQ (a blocking request); a word held
+    /// exclusively is never written (module header).
     #[inline]
     pub fn try_exclusive(&self, me: usize, set_req: bool) -> Try {
         self.try_exclusive_counted(me, set_req, &mut 0)
@@ -127,7 +153,7 @@ impl Word {
 
     /// [`try_exclusive`](Self::try_exclusive), adding to `rmw` every
     /// atomic read-modify-write it makes on the word (compare-and-swaps,
-    /// failed ones included, and the request bit's `fetch_or`). With a
+    /// failed ones included, the request bit's among them). With a
     /// counter the caller ignores, it compiles to the uncounted version.
     #[inline]
     pub fn try_exclusive_counted(&self, me: usize, set_req: bool, rmw: &mut u32) -> Try {
@@ -154,9 +180,24 @@ impl Word {
             if held_by(c, me) {
                 return Try::Recursive;
             }
-            if set_req && c & EXCLREQ == 0 {
+            if set_req && c & (EXCLUSIVE | EXCLREQ) == 0 {
+                // Held shared: record the request. A compare-and-swap
+                // expecting this shared word, so a word that has become
+                // exclusive meanwhile is left alone (its holder releases
+                // it with a plain store).
                 *rmw += 1;
-                self.count.fetch_or(EXCLREQ, Ordering::Relaxed);
+                match self.count.compare_exchange_weak(
+                    c,
+                    c | EXCLREQ,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Try::Busy,
+                    Err(now) => {
+                        c = now;
+                        continue;
+                    }
+                }
             }
             return Try::Busy;
         }
@@ -218,14 +259,16 @@ impl Word {
         held_by(self.count.load(Ordering::Relaxed), me)
     }
 
-    /// Releases an exclusive hold (keeping a waiter's request bit).
+    /// Releases an exclusive hold: a plain store of the free word
+    /// (Release), since nobody else writes a word held exclusively (module
+    /// header), and no request bit is set on one.
     #[inline]
     pub fn release_exclusive(&self) {
-        let prev = self.count.fetch_and(EXCLREQ, Ordering::Release);
         debug_assert!(
-            prev & EXCLUSIVE != 0,
-            "releasing a token not held exclusively"
+            self.count.load(Ordering::Relaxed) & !PAYLOAD == EXCLUSIVE,
+            "releasing a token not held exclusively (or with a request bit on an exclusive word)"
         );
+        self.count.store(0, Ordering::Release);
     }
 
     /// Releases one shared hold. While we hold it shared nobody can make
@@ -240,20 +283,11 @@ impl Word {
     }
 
     /// Turns our exclusive hold into `n` shared holds (n >= 1) in one step,
-    /// so no exclusive requester can slip in between.
+    /// so no exclusive requester can slip in between: one store, as the
+    /// word held exclusively is ours alone to write (module header).
     pub fn downgrade(&self, n: usize) {
-        let mut c = self.count.load(Ordering::Relaxed);
-        loop {
-            debug_assert!(c & EXCLUSIVE != 0);
-            let new = (c & EXCLREQ) + n * INCR;
-            match self
-                .count
-                .compare_exchange_weak(c, new, Ordering::Release, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(now) => c = now,
-            }
-        }
+        debug_assert!(n >= 1 && self.count.load(Ordering::Relaxed) & !PAYLOAD == EXCLUSIVE);
+        self.count.store(n * INCR, Ordering::Release);
     }
 
     /// Seals a token that nobody holds (its owner is dropping it): swaps
@@ -283,7 +317,8 @@ impl Word {
     }
 
     /// Undoes [`try_seal`](Self::try_seal), restoring the value it
-    /// returned.
+    /// returned (a plain store: a sealed word looks held exclusively, so
+    /// only the sealer writes it).
     pub fn unseal(&self, prev: usize) {
         self.count.store(prev, Ordering::Release);
     }
@@ -301,5 +336,58 @@ impl Word {
     /// Whether held exclusively now (a snapshot).
     pub fn is_exclusive(&self) -> bool {
         self.count.load(Ordering::Relaxed) & EXCLUSIVE != 0
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    const A: usize = 8;
+    const B: usize = 16;
+
+    /// The ownership rule in the module header, step by step: requests
+    /// and tries leave a word held exclusively untouched, so the holder's
+    /// plain-store release loses nothing; a request on a word held shared
+    /// is recorded and honoured, and the next exclusive acquisition clears
+    /// it.
+    #[test]
+    fn only_the_holder_writes_an_exclusive_word() {
+        let w = Word::new();
+        assert!(w.try_free_exclusive(A));
+        for _ in 0..3 {
+            assert_eq!(w.try_exclusive(B, true), Try::Busy);
+            assert_eq!(w.try_shared(B, true), Try::Busy);
+            assert_eq!(w.try_shared(B, false), Try::Busy);
+            assert!(!w.try_shared_fast());
+            assert!(!w.try_free_exclusive(B));
+            assert_eq!(w.try_seal(), None);
+        }
+        assert_eq!(w.count.load(Ordering::Relaxed), A | EXCLUSIVE);
+        w.release_exclusive();
+        assert_eq!(w.count.load(Ordering::Relaxed), 0);
+
+        // Held shared: a blocking exclusive request is recorded...
+        assert_eq!(w.try_shared(A, true), Try::Acquired);
+        assert_eq!(w.try_exclusive(B, true), Try::Busy);
+        assert_eq!(w.count.load(Ordering::Relaxed), INCR | EXCLREQ);
+        // ...new single-token shared requesters hold back...
+        assert_eq!(w.try_shared(B, true), Try::Busy);
+        w.release_shared();
+        // ...and the requester's acquisition clears the bit.
+        assert_eq!(w.try_exclusive(B, true), Try::Acquired);
+        assert_eq!(w.count.load(Ordering::Relaxed), B | EXCLUSIVE);
+        w.downgrade(2);
+        assert_eq!(w.count.load(Ordering::Relaxed), 2 * INCR);
+        w.release_shared();
+        w.release_shared();
+        assert_eq!(w.count.load(Ordering::Relaxed), 0);
+
+        // A sealed word looks held exclusively: nobody else writes it.
+        let prev = w.try_seal().expect("free");
+        assert_eq!(w.try_exclusive(A, true), Try::Busy);
+        assert_eq!(w.count.load(Ordering::Relaxed), DEAD);
+        w.unseal(prev);
+        assert_eq!(w.count.load(Ordering::Relaxed), 0);
     }
 }
