@@ -768,11 +768,14 @@ fn closing(w: &mut String, st: &Study<'_>) {
              token the threads that happen to retry when it is free win repeatedly, and with \
              one CPU per core the CPU whose threads hold the hot token re-takes it for its next \
              thread (a switch-out releases it and the next local pass takes it again within \
-             nanoseconds) before another CPU's scan sees it free. Honoring the request bit in \
-             the scheduler's own passes would bound the ratio: a CPU would not re-take a \
-             token released by its own switch-out while another CPU's waiter has set \
-             EXCLREQ on it, until that waiter has had it once (today EXCLREQ only holds back \
-             shared requesters)."
+             nanoseconds) before another CPU's scan sees it free. Honoring a waiter's \
+             request in the scheduler's own passes would bound the ratio: a CPU would not \
+             re-take a token released by its own switch-out while another CPU's waiter has \
+             asked for it, until that waiter has had it once. Today's request bit cannot \
+             carry that: EXCLREQ only holds back shared requesters, and it is set only on a \
+             token held shared (a word held exclusively is written by its holder alone, so \
+             its release is a plain store), so such a request would need a field of its own \
+             beside the word."
         );
     }
     let _ = writeln!(w);
