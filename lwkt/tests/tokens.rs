@@ -414,6 +414,98 @@ fn stress_every_cpu_8_threads_3_tokens_a_million_acquisitions() {
     });
 }
 
+/// The token word's ownership rule on real hardware: exclusive holders
+/// release with a plain store, downgrades are plain stores, and blocked
+/// exclusive requests set the request bit on words held shared only. Two
+/// threads per CPU on both CPUs mix exclusive sections, downgrades
+/// (exclusive, then nested shared, then the exclusive guard dropped
+/// first) and shared sections, some yielding while they hold; every
+/// section checks that no exclusive holder overlaps another holder.
+#[test]
+fn exclusive_releases_and_downgrades_race_with_requests_across_cpus() {
+    static S3: Token<Checked> = Token::new(
+        "s3",
+        Checked {
+            writer: AtomicU64::new(0),
+            readers: AtomicU64::new(0),
+            value: AtomicU64::new(0),
+        },
+    );
+    bounded(120, "downgrade race", || {
+        let rt = Runtime::builder().cpus(2).build().unwrap();
+        let done = Arc::new(AtomicU64::new(0));
+        let d = done.clone();
+        rt.block_on(move |td| {
+            let target = 2_000_000u64;
+            let mut hs = Vec::new();
+            for c in 0..2usize {
+                for k in 0..2u64 {
+                    let d = d.clone();
+                    hs.push(
+                        ThreadBuilder::new()
+                            .cpu(c)
+                            .spawn(td, move |td| {
+                                let me = (c as u64) << 8 | k | 1 << 40;
+                                let mut rng = 0x2545_F491 ^ me.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                                while d.load(Ordering::Relaxed) < target {
+                                    let r = xorshift(&mut rng);
+                                    match r % 4 {
+                                        0 | 1 => {
+                                            let g = td.get_token(&S3);
+                                            let x = g.get(td);
+                                            x.enter_excl(me);
+                                            x.value.fetch_add(1, Ordering::Relaxed);
+                                            x.exit_excl(me);
+                                        }
+                                        2 => {
+                                            let g = td.get_token(&S3);
+                                            {
+                                                let x = g.get(td);
+                                                x.enter_excl(me);
+                                                x.value.fetch_add(1, Ordering::Relaxed);
+                                                x.exit_excl(me);
+                                            }
+                                            let s = td.get_token_shared(&S3);
+                                            drop(g); // downgrade: a plain store
+                                            s.get(td).enter_shared();
+                                            if r & 0x100 != 0 {
+                                                s.get(td).exit_shared();
+                                                td.yield_now(); // released, re-taken shared
+                                                s.get(td).enter_shared();
+                                            }
+                                            s.get(td).exit_shared();
+                                        }
+                                        _ => {
+                                            let s = td.get_token_shared(&S3);
+                                            s.get(td).enter_shared();
+                                            std::hint::black_box(
+                                                s.get(td).value.load(Ordering::Relaxed),
+                                            );
+                                            s.get(td).exit_shared();
+                                        }
+                                    }
+                                    d.fetch_add(1, Ordering::Relaxed);
+                                    td.maybe_yield();
+                                }
+                            })
+                            .unwrap(),
+                    );
+                }
+            }
+            for h in hs {
+                h.join(td).unwrap();
+            }
+            assert!(!S3.is_held_exclusive());
+            assert_eq!(S3.shared_holders(), 0);
+            // Nothing left behind: the token is free for an exclusive taker
+            // without a wait.
+            assert!(td.try_token(&S3).is_some());
+        });
+        assert!(done.load(Ordering::SeqCst) >= 2_000_000);
+        assert!(S3.collisions() > 0, "no contention seen on the token");
+    });
+}
+
 #[test]
 fn ab_ba_with_sleeps_between_completes() {
     static A: Token<u32> = Token::new("A", 0);
