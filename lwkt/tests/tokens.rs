@@ -258,30 +258,21 @@ impl Checked {
     }
 }
 
-static S0: Token<Checked> = Token::new(
-    "s0",
-    Checked {
-        writer: AtomicU64::new(0),
-        readers: AtomicU64::new(0),
-        value: AtomicU64::new(0),
-    },
-);
-static S1: Token<Checked> = Token::new(
-    "s1",
-    Checked {
-        writer: AtomicU64::new(0),
-        readers: AtomicU64::new(0),
-        value: AtomicU64::new(0),
-    },
-);
-static S2: Token<Checked> = Token::new(
-    "s2",
-    Checked {
-        writer: AtomicU64::new(0),
-        readers: AtomicU64::new(0),
-        value: AtomicU64::new(0),
-    },
-);
+/// A token named `name` around a fresh overlap checker.
+const fn checked(name: &'static str) -> Token<Checked> {
+    Token::new(
+        name,
+        Checked {
+            writer: AtomicU64::new(0),
+            readers: AtomicU64::new(0),
+            value: AtomicU64::new(0),
+        },
+    )
+}
+
+static S0: Token<Checked> = checked("s0");
+static S1: Token<Checked> = checked("s1");
+static S2: Token<Checked> = checked("s2");
 
 fn xorshift(s: &mut u64) -> u64 {
     *s ^= *s << 13;
@@ -423,14 +414,7 @@ fn stress_every_cpu_8_threads_3_tokens_a_million_acquisitions() {
 /// section checks that no exclusive holder overlaps another holder.
 #[test]
 fn exclusive_releases_and_downgrades_race_with_requests_across_cpus() {
-    static S3: Token<Checked> = Token::new(
-        "s3",
-        Checked {
-            writer: AtomicU64::new(0),
-            readers: AtomicU64::new(0),
-            value: AtomicU64::new(0),
-        },
-    );
+    static S3: Token<Checked> = checked("s3");
     bounded(120, "downgrade race", || {
         let rt = Runtime::builder().cpus(2).build().unwrap();
         let done = Arc::new(AtomicU64::new(0));
